@@ -1,0 +1,65 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts import selectors, services
+from accounts.permissions import request_scopes
+from accounts.serializers import ApiKeyCreatedSerializer, ApiKeySerializer, MembershipSerializer, TenantSerializer
+
+
+def as_drf_validation_error(exc: DjangoValidationError) -> serializers.ValidationError:
+    return serializers.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+
+
+class MeView(APIView):
+    @extend_schema(responses=TenantSerializer, summary="The tenant this key acts for")
+    def get(self, request):
+        data = TenantSerializer(request.tenant).data
+        data["scopes"] = sorted(request_scopes(request))
+        return Response(data)
+
+
+class ApiKeyListCreate(generics.ListCreateAPIView):
+    serializer_class = ApiKeySerializer
+    required_scopes = {"GET": "admin", "POST": "admin"}
+
+    def get_queryset(self):
+        return selectors.api_key_list(tenant=self.request.tenant)
+
+    @extend_schema(request=ApiKeySerializer, responses={201: ApiKeyCreatedSerializer})
+    def post(self, request):
+        serializer = ApiKeySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            key, raw = services.api_key_create(
+                tenant=request.tenant, created_by=getattr(request.user, "pk", None) and request.user,
+                name=serializer.validated_data["name"], scopes=serializer.validated_data["scopes"],
+                expires_at=serializer.validated_data.get("expires_at"),
+            )
+        except DjangoValidationError as exc:
+            raise as_drf_validation_error(exc) from exc
+        key.key = raw
+        return Response(ApiKeyCreatedSerializer(key).data, status=status.HTTP_201_CREATED)
+
+
+class ApiKeyDetail(generics.RetrieveDestroyAPIView):
+    serializer_class = ApiKeySerializer
+    required_scopes = {"GET": "admin", "DELETE": "admin"}
+
+    def get_object(self):
+        return selectors.api_key_get(tenant=self.request.tenant, key_id=self.kwargs["key_id"])
+
+    @extend_schema(summary="Revoke an API key (it stays listed as revoked)")
+    def delete(self, request, key_id):
+        services.api_key_revoke(tenant=request.tenant, key_id=key_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MemberList(generics.ListAPIView):
+    serializer_class = MembershipSerializer
+    required_scopes = {"GET": "admin"}
+
+    def get_queryset(self):
+        return selectors.membership_list(tenant=self.request.tenant)

@@ -1,0 +1,162 @@
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseBadRequest
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from accounts import selectors, services
+from accounts.decorators import tenant_admin_required, tenant_required
+from accounts.forms import ApiKeyForm, DataPolicyForm, EmailLoginForm, InviteForm, RoleForm, SignupForm
+from accounts.middleware import SESSION_TENANT_KEY
+
+
+class LoginView(auth_views.LoginView):
+    form_class = EmailLoginForm
+    template_name = "accounts/login.html"
+    redirect_authenticated_user = True
+
+
+def _error_text(exc: ValidationError) -> str:
+    return " ".join(exc.messages)
+
+
+def signup(request):
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user, tenant = services.user_signup(**form.cleaned_data)
+        except ValidationError as exc:
+            form.add_error("email", _error_text(exc))
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            request.session[SESSION_TENANT_KEY] = tenant.pk
+            return redirect("home")
+    return render(request, "accounts/signup.html", {"form": form})
+
+
+def no_tenant(request):
+    return render(request, "accounts/no_tenant.html")
+
+
+@tenant_required
+@require_POST
+def tenant_switch(request):
+    tenant_id = request.POST.get("tenant_id")
+    allowed = {str(m.tenant_id) for m in selectors.membership_list_for_user(user=request.user)}
+    if tenant_id not in allowed:
+        return HttpResponseBadRequest(_("You are not a member of that team."))
+    request.session[SESSION_TENANT_KEY] = int(tenant_id)
+    return redirect("home")
+
+
+@tenant_required
+def home(request):
+    return render(request, "home.html")
+
+
+@tenant_admin_required
+def members(request):
+    invite_form = InviteForm(request.POST or None)
+    if request.method == "POST" and invite_form.is_valid():
+        try:
+            services.invitation_create(tenant=request.tenant, invited_by=request.user, **invite_form.cleaned_data)
+        except ValidationError as exc:
+            invite_form.add_error("email", _error_text(exc))
+        else:
+            messages.success(request, _("Invitation sent to %(email)s.") % invite_form.cleaned_data)
+            return redirect("accounts:members")
+    context = {
+        "memberships": selectors.membership_list(tenant=request.tenant),
+        "invitations": selectors.invitation_list(tenant=request.tenant),
+        "invite_form": invite_form,
+        "roles": RoleForm.base_fields["role"].choices,
+    }
+    return render(request, "accounts/members.html", context)
+
+
+@tenant_admin_required
+@require_POST
+def member_role(request, membership_id: int):
+    selectors.membership_get(tenant=request.tenant, membership_id=membership_id)  # 404 before validation
+    form = RoleForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest(_("Unknown role."))
+    try:
+        services.membership_change_role(
+            tenant=request.tenant, membership_id=membership_id, role=form.cleaned_data["role"],
+            actor=request.membership,
+        )
+    except (ValidationError, PermissionDenied) as exc:
+        messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
+    return redirect("accounts:members")
+
+
+@tenant_admin_required
+@require_POST
+def member_remove(request, membership_id: int):
+    try:
+        services.membership_remove(tenant=request.tenant, membership_id=membership_id, actor=request.membership)
+    except (ValidationError, PermissionDenied) as exc:
+        messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
+    return redirect("accounts:members")
+
+
+@tenant_admin_required
+@require_POST
+def invitation_revoke(request, invitation_id: int):
+    services.invitation_revoke(tenant=request.tenant, invitation_id=invitation_id)
+    return redirect("accounts:members")
+
+
+def invitation_accept(request, token: str):
+    invitation = services.invitation_by_token(raw_token=token)
+    if invitation is None:
+        return render(request, "accounts/invitation_invalid.html", status=404)
+    if not request.user.is_authenticated:
+        messages.info(request, _("Sign in or create an account as %(email)s to join.") % {"email": invitation.email})
+        return redirect(f"{auth_views.redirect_to_login(request.get_full_path()).url}")
+    if request.method == "POST":
+        membership = services.invitation_accept(raw_token=token, user=request.user)
+        request.session[SESSION_TENANT_KEY] = membership.tenant_id
+        return redirect("home")
+    return render(request, "accounts/invitation_accept.html", {"invitation": invitation})
+
+
+@tenant_admin_required
+def api_keys(request):
+    form = ApiKeyForm(request.POST or None)
+    new_secret = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            _key, new_secret = services.api_key_create(
+                tenant=request.tenant, created_by=request.user, **form.cleaned_data
+            )
+        except ValidationError as exc:
+            form.add_error(None, _error_text(exc))
+        else:
+            form = ApiKeyForm()
+    context = {"keys": selectors.api_key_list(tenant=request.tenant), "form": form, "new_secret": new_secret}
+    return render(request, "accounts/api_keys.html", context)
+
+
+@tenant_admin_required
+@require_POST
+def api_key_revoke(request, key_id: int):
+    services.api_key_revoke(tenant=request.tenant, key_id=key_id)
+    return redirect("accounts:api-keys")
+
+
+@tenant_required
+def settings_view(request):
+    form = DataPolicyForm(request.POST or None, initial={"data_policy": request.tenant.data_policy})
+    if request.method == "POST":
+        if not request.membership.is_admin:
+            raise PermissionDenied
+        if form.is_valid():
+            services.tenant_update_policy(tenant=request.tenant, **form.cleaned_data)
+            messages.success(request, _("Settings saved."))
+            return redirect("accounts:settings")
+    return render(request, "accounts/settings.html", {"form": form})

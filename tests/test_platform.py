@@ -1,0 +1,54 @@
+import pytest
+
+
+def test_healthz(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_readyz_checks_database_and_redis(client):
+    body = client.get("/readyz").json()
+    assert body["checks"]["database"] is True
+    assert body["checks"]["redis"] is True
+
+
+@pytest.mark.django_db
+def test_openapi_schema_and_docs(client):
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200
+    assert b"/api/v1/api-keys" in schema.content
+    assert client.get("/api/docs/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_unknown_api_route_is_json_404(client):
+    response = client.get("/api/v1/does-not-exist")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.django_db
+def test_request_id_is_echoed(client):
+    response = client.get("/healthz", HTTP_X_REQUEST_ID="abc-123")
+    assert response["X-Request-ID"] == "abc-123"
+
+
+@pytest.mark.django_db
+def test_pages_render_in_korean(client_a):
+    client_a.post("/i18n/setlang/", {"language": "ko", "next": "/"})
+    body = client_a.get("/accounts/settings/").content.decode()
+    assert "설정" in body
+
+
+def test_no_external_assets_in_templates():
+    """On-premise installs have no internet: every script and stylesheet is served by the app."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    offenders = [
+        str(p.relative_to(root))
+        for p in root.glob("**/templates/**/*.html")
+        if ".venv" not in p.parts and re.search(r"""(src|href)=["']https?://""", p.read_text())
+    ]
+    assert offenders == []
