@@ -1,0 +1,101 @@
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+from pgvector.django import VectorField
+
+from accounts.models import TenantModel
+
+# Dimensions with a partial HNSW index (see migration 0002). A KB whose embedding model has another
+# dimension still works, with exact (sequential) vector search.
+INDEXED_DIMENSIONS = (384, 512, 768, 1024, 1536)
+
+
+class KnowledgeBase(TenantModel):
+    class Language(models.TextChoices):
+        AUTO = "auto", _("Detect")
+        KOREAN = "ko", _("Korean")
+        ENGLISH = "en", _("English")
+
+    name = models.CharField(_("name"), max_length=120)
+    description = models.TextField(_("description"), blank=True)
+    language = models.CharField(_("language"), max_length=8, choices=Language.choices, default=Language.AUTO)
+    # Fixed at creation: vectors of different models are not comparable. Changing it means a re-index.
+    embedding_model = models.CharField(_("embedding model"), max_length=200)
+    embedding_dim = models.PositiveIntegerField()
+    chunk_size = models.PositiveIntegerField(_("chunk size"), default=900)
+    chunk_overlap = models.PositiveIntegerField(_("chunk overlap"), default=120)
+    # Retrieval settings (weights, k, expansion/compression switches...), owned by knowledge.search.
+    retrieval = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="uniq_kb_name_per_tenant")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Document(TenantModel):
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        PARSING = "parsing", _("Parsing")
+        CHUNKING = "chunking", _("Chunking")
+        EMBEDDING = "embedding", _("Embedding")
+        READY = "ready", _("Ready")
+        FAILED = "failed", _("Failed")
+
+    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="documents")
+    title = models.CharField(_("title"), max_length=300)
+    filename = models.CharField(_("file name"), max_length=300)
+    content_type = models.CharField(max_length=120, blank=True)
+    size = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64)
+    file = models.FileField(upload_to="documents/%Y/%m/", max_length=500, blank=True)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    error = models.TextField(blank=True)
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_embedded = models.PositiveIntegerField(default=0)
+    page_count = models.PositiveIntegerField(null=True, blank=True)
+    # Bumped by every (re)index request; a worker only writes results for the version it claimed.
+    version = models.PositiveIntegerField(default=1)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["kb", "sha256"], name="uniq_document_content_per_kb")]
+        indexes = [models.Index(fields=["status", "updated_at"], name="document_status_updated")]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Chunk(TenantModel):
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="chunks")
+    ordinal = models.PositiveIntegerField()
+    text = models.TextField()
+    page = models.PositiveIntegerField(null=True, blank=True)
+    heading_path = models.CharField(max_length=500, blank=True)
+    char_start = models.PositiveIntegerField(default=0)
+    char_end = models.PositiveIntegerField(default=0)
+    token_count = models.PositiveIntegerField(default=0)
+    # Any dimension; searched through a per-dimension partial HNSW index on embedding::vector(dim).
+    embedding = VectorField(null=True, blank=True)
+    embedding_dim = models.PositiveSmallIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["document_id", "ordinal"]
+        constraints = [models.UniqueConstraint(fields=["document", "ordinal"], name="uniq_chunk_ordinal")]
+        indexes = [models.Index(fields=["kb", "document"], name="chunk_kb_document")]
+
+    def __str__(self) -> str:
+        return f"{self.document_id}#{self.ordinal}"
