@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from billing.types import Usage, UsageContext  # noqa: F401  (re-exported: billing owns them)
+
 
 class LLMError(Exception):
     """Base of gateway errors; `message` is safe to show to the caller."""
@@ -57,28 +59,6 @@ class ChatRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
     json_schema: dict[str, Any] | None = None
     keep_alive: str | None = None
-
-
-@dataclass
-class Usage:
-    input_tokens: int = 0
-    cached_input_tokens: int = 0
-    output_tokens: int = 0
-    estimated: bool = False  # True when the provider reported nothing and we counted offline
-
-
-@dataclass
-class UsageContext:
-    """Who pays and why: copied onto the billing ledger's record for this call."""
-
-    stage: str  # embedding | condense | expansion | compression | answer | rerank
-    idempotency_key: str  # unique per provider call; a retried task reuses it, so it never counts twice
-    user_id: int | None = None
-    api_key_id: int | None = None
-    assistant_id: int | None = None
-    conversation_id: int | None = None
-    message_id: int | None = None
-    document_id: int | None = None
 
 
 @dataclass

@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "billing",
     "llm",
     "knowledge",
+    "knowledge.search",
     "chat",
 ]
 
