@@ -6,7 +6,12 @@ from rest_framework.views import APIView
 
 from accounts import selectors, services
 from accounts.permissions import request_scopes
-from accounts.serializers import ApiKeyCreatedSerializer, ApiKeySerializer, MembershipSerializer, TenantSerializer
+from accounts.serializers import (
+    ApiKeyCreatedSerializer,
+    ApiKeySerializer,
+    MembershipSerializer,
+    TenantSerializer,
+)
 
 
 def as_drf_validation_error(exc: DjangoValidationError) -> serializers.ValidationError:

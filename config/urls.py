@@ -12,6 +12,7 @@ api_v1 = [
     path("", include("billing.api_urls")),
     path("", include("llm.api_urls")),
     path("", include("knowledge.api_urls")),
+    path("", include("knowledge.search.api_urls")),
     path("", include("chat.api_urls")),
 ]
 
@@ -23,6 +24,7 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),
     path("accounts/", include("accounts.urls")),
+    path("knowledge/search/", include("knowledge.search.urls")),
     path("knowledge/", include("knowledge.urls")),
     path("chat/", include("chat.urls")),
     path("usage/", include("billing.urls")),

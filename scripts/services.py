@@ -14,6 +14,7 @@ Redis: REDIS_URL when set; else 127.0.0.1:6379 when it answers; else a local red
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pwd
@@ -220,10 +221,8 @@ def ensure_redis() -> str:
 def stop_redis() -> None:
     pidfile = VAR / "redis" / "redis.pid"
     if pidfile.exists():
-        try:
+        with contextlib.suppress(OSError, ValueError):
             os.kill(int(pidfile.read_text().strip()), 15)
-        except (OSError, ValueError):
-            pass
 
 
 def main(argv: list[str]) -> int:

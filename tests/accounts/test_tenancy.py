@@ -54,17 +54,22 @@ def test_raw_sql_without_the_setting_sees_zero_rows(tenant_a, tenant_b):
 def test_rls_rejects_writes_into_another_tenant(tenant_a, tenant_b):
     from django.db import DatabaseError, transaction
 
-    with tenant_scope(tenant_b.tenant), pytest.raises(DatabaseError), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE accounts_apikey SET name = 'owned' WHERE tenant_id = %s RETURNING id", [tenant_a.tenant.pk]
-            )
-            assert cursor.fetchall() == []  # invisible, so nothing to update
-            cursor.execute(
-                "INSERT INTO accounts_apikey (tenant_id, name, prefix, key_hash, scopes, created_at) "
-                "VALUES (%s, 'x', 'zzz', 'h', '[]', now())",
-                [tenant_a.tenant.pk],
-            )
+    with (
+        tenant_scope(tenant_b.tenant),
+        pytest.raises(DatabaseError),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(
+            "UPDATE accounts_apikey SET name = 'owned' WHERE tenant_id = %s RETURNING id",
+            [tenant_a.tenant.pk],
+        )
+        assert cursor.fetchall() == []  # invisible, so nothing to update
+        cursor.execute(
+            "INSERT INTO accounts_apikey (tenant_id, name, prefix, key_hash, scopes, created_at) "
+            "VALUES (%s, 'x', 'zzz', 'h', '[]', now())",
+            [tenant_a.tenant.pk],
+        )
 
 
 def test_scope_setting_survives_a_rollback(tenant_a):
