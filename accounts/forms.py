@@ -22,6 +22,16 @@ class SignupForm(forms.Form):
         return password
 
 
+class InvitedSignupForm(forms.Form):
+    name = forms.CharField(label=_("Your name"), max_length=120, required=False)
+    password = forms.CharField(label=_("Password"), widget=forms.PasswordInput, strip=False)
+
+    def clean_password(self):
+        password = self.cleaned_data["password"]
+        password_validation.validate_password(password)
+        return password
+
+
 class InviteForm(forms.Form):
     email = forms.EmailField(label=_("Email"))
     role = forms.ChoiceField(label=_("Role"), choices=Role.choices, initial=Role.MEMBER)

@@ -28,7 +28,9 @@ class HasTenant(BasePermission):
     message = "Authentication with a tenant API key is required."
 
     def has_permission(self, request, view) -> bool:
-        if getattr(request, "tenant", None) is None:
+        # request.user is set only by a DRF authenticator (API key, or session with CSRF checked), never by
+        # the web middleware alone: a cross-site form post must not act with the visitor's cookie.
+        if request.user is None or getattr(request, "tenant", None) is None:
             return False
         needed = getattr(view, "required_scopes", {}).get(request.method)
         if needed is None:

@@ -97,6 +97,18 @@ def invitation_accept(*, raw_token: str, user: User) -> Membership:
     return membership
 
 
+@transaction.atomic
+def user_signup_via_invitation(*, raw_token: str, password: str, name: str = "") -> tuple[User, Membership]:
+    """A newcomer joins the inviting team directly (no organisation of their own is created)."""
+    invitation = invitation_by_token(raw_token=raw_token)
+    if invitation is None:
+        raise ValidationError(_("This invitation is invalid or has expired."))
+    if User.objects.filter(email=invitation.email).exists():
+        raise ValidationError({"email": _("An account with this email already exists. Sign in to accept.")})
+    user = User.objects.create_user(email=invitation.email, password=password, name=name.strip())
+    return user, invitation_accept(raw_token=raw_token, user=user)
+
+
 def invitation_revoke(*, tenant: Tenant, invitation_id) -> None:
     from accounts.selectors import tenant_object_or_404
 

@@ -9,7 +9,15 @@ from django.views.decorators.http import require_POST
 
 from accounts import selectors, services
 from accounts.decorators import tenant_admin_required, tenant_required
-from accounts.forms import ApiKeyForm, DataPolicyForm, EmailLoginForm, InviteForm, RoleForm, SignupForm
+from accounts.forms import (
+    ApiKeyForm,
+    DataPolicyForm,
+    EmailLoginForm,
+    InvitedSignupForm,
+    InviteForm,
+    RoleForm,
+    SignupForm,
+)
 from accounts.middleware import SESSION_TENANT_KEY
 
 
@@ -116,8 +124,21 @@ def invitation_accept(request, token: str):
     if invitation is None:
         return render(request, "accounts/invitation_invalid.html", status=404)
     if not request.user.is_authenticated:
-        messages.info(request, _("Sign in or create an account as %(email)s to join.") % {"email": invitation.email})
-        return redirect(f"{auth_views.redirect_to_login(request.get_full_path()).url}")
+        form = InvitedSignupForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                user, membership = services.user_signup_via_invitation(raw_token=token, **form.cleaned_data)
+            except ValidationError as exc:
+                form.add_error(None, _error_text(exc))
+            else:
+                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+                request.session[SESSION_TENANT_KEY] = membership.tenant_id
+                return redirect("home")
+        login_url = auth_views.redirect_to_login(request.get_full_path()).url
+        return render(
+            request, "accounts/invitation_signup.html",
+            {"invitation": invitation, "form": form, "login_url": login_url},
+        )
     if request.method == "POST":
         membership = services.invitation_accept(raw_token=token, user=request.user)
         request.session[SESSION_TENANT_KEY] = membership.tenant_id

@@ -110,3 +110,20 @@ def test_member_cannot_manage_keys(tenant_a):
 
     response = web_client(tenant_a.member, tenant_a.tenant).get("/accounts/settings/api-keys/")
     assert response.status_code == 403
+
+
+def test_session_cookie_without_csrf_cannot_call_the_api(tenant_a):
+    from django.test import Client
+
+    from accounts.middleware import SESSION_TENANT_KEY
+
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(tenant_a.owner)
+    session = browser.session
+    session[SESSION_TENANT_KEY] = tenant_a.tenant.pk
+    session.save()
+    assert browser.get("/api/v1/me").status_code == 200  # reads with the session are fine
+    response = browser.post("/api/v1/api-keys", {"name": "csrf", "scopes": ["admin"]}, content_type="application/json")
+    assert response.status_code == 403
+    with tenant_scope(tenant_a.tenant):
+        assert not ApiKey.objects.filter(name="csrf").exists()

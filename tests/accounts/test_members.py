@@ -100,3 +100,15 @@ def test_data_policy_setting(client_a, tenant_a):
     tenant_a.tenant.refresh_from_db()
     assert tenant_a.tenant.data_policy == "local_only"
     assert "Local models only" in client_a.get("/accounts/settings/").content.decode()
+
+
+def test_newcomer_signs_up_through_the_invitation(client_a, tenant_a, client):
+    client_a.post("/accounts/settings/members/", {"email": "newbie@example.com", "role": "member"})
+    token = re.search(r"/accounts/invite/(\S+)/", mail.outbox[-1].body).group(1)
+    path = f"/accounts/invite/{token}/"
+    assert b"newbie@example.com" in client.get(path).content
+    response = client.post(path, {"name": "Newbie", "password": "a-long-pass-9876"})
+    assert response.status_code == 302
+    membership = Membership.objects.get(user__email="newbie@example.com")
+    assert membership.tenant == tenant_a.tenant and membership.role == Role.MEMBER
+    assert Membership.objects.filter(user__email="newbie@example.com").count() == 1  # no own org created
