@@ -15,8 +15,7 @@ fmt:
 
 # Recompile translations after editing locale/*/LC_MESSAGES/django.po.
 messages:
-	scripts/env-run python manage.py makemessages -l ko --ignore=.venv --ignore=var --ignore=bench
-	scripts/env-run python manage.py compilemessages --ignore=.venv
+	scripts/env-run python scripts/translations.py
 
 lock:
 	.venv/bin/pip freeze --exclude-editable | sed 's/+cpu$$//' | sort > requirements.lock.new

@@ -1,9 +1,18 @@
 """What a model call used and on whose behalf: produced by the LLM gateway and embedders, consumed by the
-usage ledger. Lives in billing because billing sits below llm in the dependency order."""
+usage ledger. Lives in billing because billing sits below llm in the dependency order.
+
+Token semantics (OpenAI's): `input_tokens` is the WHOLE prompt, cached tokens included;
+`cached_input_tokens` is the part of it the provider served from its prompt cache (billed at the cached rate).
+Ollama reports no cache, so there `cached_input_tokens` stays 0.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
 
 
 class Stage:
@@ -14,13 +23,19 @@ class Stage:
     ANSWER = "answer"
     RERANK = "rerank"
 
+    ALL = (EMBEDDING, CONDENSE, EXPANSION, COMPRESSION, ANSWER, RERANK)
+
 
 @dataclass
 class Usage:
-    input_tokens: int = 0
-    cached_input_tokens: int = 0
+    input_tokens: int = 0  # the whole prompt, cached tokens included
+    cached_input_tokens: int = 0  # part of input_tokens read from the provider's prompt cache
     output_tokens: int = 0
     estimated: bool = False  # True when the provider reported nothing and we counted offline
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
 
 
 @dataclass
@@ -35,3 +50,27 @@ class UsageContext:
     conversation_id: int | None = None
     message_id: int | None = None
     document_id: int | None = None
+
+
+@dataclass
+class Reservation:
+    """What quota_reserve set aside for one call; hand it back to usage_record or quota_release.
+
+    `id` is None when nothing had to be enforced for the tenant (no hard cap, rate limit or key/user cap):
+    then settling only adds the actual usage. Settling or releasing the same reservation twice is harmless.
+    """
+
+    tenant: Any = None
+    tokens: int = 0  # prompt estimate + max output tokens
+    cost: Decimal = Decimal(0)  # those tokens at the model's current price
+    id: uuid.UUID | None = None
+    period_start: date | None = None
+    window_start: datetime | None = None
+    api_key_id: int | None = None
+    user_id: int | None = None
+    subjects: tuple[str, ...] = field(default_factory=tuple)  # counters charged: "tenant", "api_key", "user"
+    limits: Any = field(default=None, repr=False, compare=False)  # billing-internal: the limits applied
+
+    @property
+    def amount(self) -> int:  # the stub's name, kept for callers written against it
+        return self.tokens

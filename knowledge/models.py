@@ -1,5 +1,9 @@
+import uuid
+from pathlib import PurePath
+
 from django.conf import settings
 from django.db import models
+from django.utils.text import get_valid_filename
 from django.utils.translation import gettext_lazy as _
 from pgvector.django import VectorField
 
@@ -38,6 +42,12 @@ class KnowledgeBase(TenantModel):
         return self.name
 
 
+def document_upload_to(instance: "Document", filename: str) -> str:
+    """Originals live under their tenant and KB, so a tenant's files can be listed or purged together."""
+    name = get_valid_filename(PurePath(filename).name)[-120:] or "document"
+    return f"tenants/{instance.tenant_id}/kb/{instance.kb_id}/{uuid.uuid4().hex}/{name}"
+
+
 class Document(TenantModel):
     class Status(models.TextChoices):
         QUEUED = "queued", _("Queued")
@@ -53,7 +63,7 @@ class Document(TenantModel):
     content_type = models.CharField(max_length=120, blank=True)
     size = models.BigIntegerField(default=0)
     sha256 = models.CharField(max_length=64)
-    file = models.FileField(upload_to="documents/%Y/%m/", max_length=500, blank=True)
+    file = models.FileField(upload_to=document_upload_to, max_length=500, blank=True)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
     error = models.TextField(blank=True)
@@ -62,7 +72,13 @@ class Document(TenantModel):
     page_count = models.PositiveIntegerField(null=True, blank=True)
     # Bumped by every (re)index request; a worker only writes results for the version it claimed.
     version = models.PositiveIntegerField(default=1)
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)  # claims of the current version (crashes count too)
+    # Work queue state (knowledge.pipeline): the database is the queue, Celery only carries the wake-ups.
+    dispatched_at = models.DateTimeField(null=True, blank=True)  # a task message is out for this version
+    retry_at = models.DateTimeField(null=True, blank=True)  # transient failure: not before this time
+    claim_token = models.CharField(max_length=32, blank=True)  # the worker run that owns this version
+    heartbeat_at = models.DateTimeField(null=True, blank=True)  # last sign of life of that run
+    chunks_version = models.PositiveIntegerField(default=0)  # version of the chunks currently stored
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -71,10 +87,32 @@ class Document(TenantModel):
     class Meta:
         ordering = ["-created_at"]
         constraints = [models.UniqueConstraint(fields=["kb", "sha256"], name="uniq_document_content_per_kb")]
-        indexes = [models.Index(fields=["status", "updated_at"], name="document_status_updated")]
+        indexes = [
+            models.Index(fields=["status", "updated_at"], name="document_status_updated"),
+            # The fair dispatcher's scan: waiting documents per tenant, oldest first.
+            models.Index(
+                fields=["tenant", "created_at"], name="document_waiting",
+                condition=models.Q(status="queued", dispatched_at__isnull=True),
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.title
+
+    IN_PROGRESS = ("parsing", "chunking", "embedding")
+
+    @property
+    def is_active(self) -> bool:
+        """Queued or being processed: the page keeps polling while any document is active."""
+        return self.status not in (self.Status.READY, self.Status.FAILED)
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status == self.Status.READY:
+            return 100
+        if not self.chunks_total:
+            return 0
+        return min(100, int(100 * self.chunks_embedded / self.chunks_total))
 
 
 class Chunk(TenantModel):

@@ -39,6 +39,32 @@ class StreamInterrupted(LLMError):
     """The server failed after the first token: the partial text stands, the stream ends with this."""
 
 
+class InvalidParams(LLMError):
+    """A request parameter is out of range; `fields` maps each bad field to a message (API: 400)."""
+
+    status_code = 400
+
+    def __init__(self, message: str, *, fields: dict[str, str] | None = None):
+        super().__init__(message)
+        self.fields = fields or {}
+
+
+# Accepted ranges, validated once here and then mapped per provider (forms and serializers may reuse them).
+PARAM_RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "top_k": (1, 1000),
+    "max_tokens": (1, 200_000),
+    "presence_penalty": (-2.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
+    "repeat_penalty": (0.0, 2.0),
+    "seed": (0, 2**63 - 1),
+    "num_ctx": (256, 2_097_152),
+}
+INTEGER_PARAMS = {"top_k", "max_tokens", "seed", "num_ctx"}
+MAX_STOP_SEQUENCES = 4
+
+
 @dataclass
 class GenerationParams:
     temperature: float | None = None
@@ -52,6 +78,33 @@ class GenerationParams:
     stop: list[str] | None = None
     num_ctx: int | None = None
 
+    def set_params(self) -> dict[str, Any]:
+        """The parameters the caller set (not None), by name."""
+        return {name: value for name, value in self.__dict__.items() if value is not None}
+
+    def errors(self) -> dict[str, str]:
+        errors: dict[str, str] = {}
+        for name, value in self.set_params().items():
+            if name == "stop":
+                if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
+                    errors[name] = "stop must be a list of non-empty strings"
+                elif len(value) > MAX_STOP_SEQUENCES:
+                    errors[name] = f"at most {MAX_STOP_SEQUENCES} stop sequences"
+                continue
+            low, high = PARAM_RANGES[name]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                errors[name] = f"{name} must be a number"
+            elif name in INTEGER_PARAMS and not isinstance(value, int):
+                errors[name] = f"{name} must be a whole number"
+            elif not low <= value <= high:
+                errors[name] = f"{name} must be between {low:g} and {high:g}"
+        return errors
+
+    def validate(self) -> None:
+        errors = self.errors()
+        if errors:
+            raise InvalidParams("; ".join(errors.values()), fields=errors)
+
 
 @dataclass
 class ChatRequest:
@@ -59,6 +112,21 @@ class ChatRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
     json_schema: dict[str, Any] | None = None
     keep_alive: str | None = None
+
+    def validate(self) -> None:
+        """Raise InvalidParams (400) for a malformed request; the gateway calls this once per call."""
+        errors = self.params.errors()
+        roles = {"system", "user", "assistant"}
+        if not self.messages:
+            errors["messages"] = "at least one message is required"
+        elif not all(
+            isinstance(m, dict) and m.get("role") in roles and isinstance(m.get("content"), str) for m in self.messages
+        ):
+            errors["messages"] = "each message needs a role (system, user or assistant) and text content"
+        if self.json_schema is not None and not isinstance(self.json_schema, dict):
+            errors["json_schema"] = "json_schema must be a JSON object"
+        if errors:
+            raise InvalidParams("; ".join(errors.values()), fields=errors)
 
 
 @dataclass
@@ -73,6 +141,9 @@ class ChatResult:
     finish_reason: str = ""
     ignored_params: list[str] = field(default_factory=list)  # e.g. ["top_k"] on OpenAI
     fallback_from: str = ""  # the target that failed when a fallback answered
+    target: str = ""  # the target that answered ("<pool>/<model>")
+    attempts: int = 1  # provider calls made (retries on other servers included)
+    is_local: bool = False  # answered by a self-hosted server
 
 
 @dataclass
@@ -82,3 +153,6 @@ class EmbedResult:
     provider: str = ""
     model: str = ""
     server: str = ""
+    target: str = ""
+    is_local: bool = False
+    duration_ms: float = 0.0

@@ -17,6 +17,9 @@ from tests.factories.accounts import MembershipFactory, TenantFactory, UserFacto
 
 ALL_SCOPES = list(ApiKey.Scope.values)
 
+# Fake model servers and gateway fixtures (fake_llm, fake_ollama, fake_pool...): see tests/support/fixtures.py.
+pytest_plugins = ["tests.support.fixtures"]
+
 
 def _make_tenant(label: str) -> SimpleNamespace:
     tenant = TenantFactory(name=f"Tenant {label.upper()}", slug=f"tenant-{label}")

@@ -45,5 +45,49 @@ def _invitation(team):
     return invitation.pk
 
 
+@builder("kb_id")
+def _knowledge_base(team):
+    from tests.factories.knowledge import make_kb
+
+    return make_kb(team.tenant, name="victim kb").pk
+
+
+@builder("document_id")
+def _document(team):
+    from tests.factories.knowledge import make_document, make_kb
+
+    kb = make_kb(team.tenant, name="victim kb for documents")
+    return make_document(team.tenant, kb, name="victim.txt", data="victim document text").pk
+
+
 # Parameters that are not object ids of a tenant (secrets that identify themselves, language codes...).
 NOT_OBJECT_IDS = {"token"}
+
+
+@builder("assistant_id")
+def _assistant(team):
+    from tests.factories.chat import AssistantFactory
+
+    return AssistantFactory(tenant=team.tenant, name="victim assistant").pk
+
+
+@builder("conversation_id")
+def _conversation(team):
+    from tests.factories.chat import ConversationFactory
+
+    return ConversationFactory(tenant=team.tenant, user=team.owner).pk
+
+
+@builder("message_id")
+def _answer(team):
+    from tests.factories.chat import AnswerFactory
+
+    return AnswerFactory(tenant=team.tenant, conversation__user=team.owner).pk
+
+
+@builder("provider_id")
+def _llm_provider(team):
+    from llm.services import tenant_provider_create
+
+    return tenant_provider_create(tenant=team.tenant, name="victim-provider", base_url="https://api.openai.com/v1",
+                                  api_key="sk-victim-secret-key", models=["gpt-4o-mini"]).pk

@@ -65,6 +65,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "accounts.context_processors.tenancy",
+                "billing.context_processors.usage_banner",
             ],
         },
     },
@@ -150,6 +151,56 @@ SPECTACULAR_SETTINGS = {
 }
 
 INVITATION_TTL_HOURS = env.int("INVITATION_TTL_HOURS", default=72)
+
+# Knowledge bases and ingestion (knowledge app; README "Knowledge bases").
+DEFAULT_EMBEDDING_MODEL = env("DEFAULT_EMBEDDING_MODEL", default="use-multilingual")
+EMBEDDING_MODELS = env.list("EMBEDDING_MODELS", default=[DEFAULT_EMBEDDING_MODEL])  # offered for new KBs
+INGEST_MAX_UPLOAD_MB = env.int("INGEST_MAX_UPLOAD_MB", default=50)
+INGEST_EMBED_BATCH = env.int("INGEST_EMBED_BATCH", default=32)
+INGEST_DISPATCH_WINDOW = env.int("INGEST_DISPATCH_WINDOW", default=8)  # task messages out at once, all tenants
+INGEST_QUEUE = env("INGEST_QUEUE", default="ingest")
+INGEST_STALE_AFTER_SECONDS = env.int("INGEST_STALE_AFTER_SECONDS", default=600)
+INGEST_MAX_ATTEMPTS = env.int("INGEST_MAX_ATTEMPTS", default=5)
+CELERY_BEAT_SCHEDULE["knowledge-ingest-watchdog"] = {
+    "task": "knowledge.ingest_watchdog", "schedule": env.float("INGEST_WATCHDOG_SECONDS", default=15.0),
+    "options": {"queue": "maintenance", "expires": 60},
+}
+
+# Billing: usage ledger, prices, quotas (billing app; README "Billing").
+BILLING_RESERVATION_TTL_S = env.int("BILLING_RESERVATION_TTL_S", default=900)  # unsettled reservations expire
+BILLING_MAX_CALL_SECONDS = env.float("BILLING_MAX_CALL_SECONDS", default=600)  # GPU-hour prices: longest call
+BILLING_INVOICE_SINK = env("BILLING_INVOICE_SINK", default="billing.invoicing.NullInvoiceSink")
+CELERY_BEAT_SCHEDULE["billing-expire-reservations"] = {
+    "task": "billing.reservations_expire", "schedule": 60.0, "options": {"expires": 60},
+}
+
+# LLM gateway (llm app; README "LLM gateway"). Staff add more pools in the admin.
+OPENAI_API_KEY = env("OPENAI_API_KEY", default="")
+OPENAI_BASE_URL = env("OPENAI_BASE_URL", default="")
+OPENAI_MODELS = env.list("OPENAI_MODELS", default=["gpt-4o-mini", "gpt-4.1-mini", "gpt-5-mini", "gpt-4o"])
+OPENAI_MAX_CONCURRENCY = env.int("OPENAI_MAX_CONCURRENCY", default=16)
+OLLAMA_HOSTS = env.list("OLLAMA_HOSTS", default=[])
+OLLAMA_MODEL = env("OLLAMA_MODEL", default="")
+OLLAMA_NUM_PARALLEL = env.int("OLLAMA_NUM_PARALLEL", default=1)
+LOCAL_LLM_URL = env("LOCAL_LLM_URL", default="")
+LOCAL_LLM_PORT = env.int("LOCAL_LLM_PORT", default=8089)
+LLM_ANSWER_TARGET = env("LLM_ANSWER_TARGET", default="")
+LLM_CHEAP_TARGET = env("LLM_CHEAP_TARGET", default="")
+LLM_POOL_STRATEGY = env("LLM_POOL_STRATEGY", default="least_busy")
+LLM_QUEUE_TIMEOUT_S = env.float("LLM_QUEUE_TIMEOUT_S", default=30.0)
+LLM_CONNECT_TIMEOUT_S = env.float("LLM_CONNECT_TIMEOUT_S", default=3.0)
+LLM_FIRST_TOKEN_TIMEOUT_S = env.float("LLM_FIRST_TOKEN_TIMEOUT_S", default=120.0)
+LLM_IDLE_TIMEOUT_S = env.float("LLM_IDLE_TIMEOUT_S", default=30.0)
+LLM_HEALTH_INTERVAL_S = env.float("LLM_HEALTH_INTERVAL_S", default=15.0)
+CELERY_BEAT_SCHEDULE["llm-health-check"] = {
+    "task": "llm.tasks.llm_health_check", "schedule": LLM_HEALTH_INTERVAL_S,
+    "options": {"queue": "maintenance", "expires": LLM_HEALTH_INTERVAL_S},
+}
+
+# Chat (chat app; README "Chat"): an answer no worker picked up fails after CHAT_QUEUE_TIMEOUT_S; a JSON chat
+# call waits at most CHAT_API_WAIT_S for its answer.
+CHAT_QUEUE_TIMEOUT_S = env.int("CHAT_QUEUE_TIMEOUT_S", default=120)
+CHAT_API_WAIT_S = env.int("CHAT_API_WAIT_S", default=600)
 
 LOGGING = {
     "version": 1,

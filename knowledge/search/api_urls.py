@@ -1,3 +1,8 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from knowledge.search import api
+
+urlpatterns = [
+    path("knowledge-bases/<int:kb_id>/search", api.KnowledgeBaseSearch.as_view(), name="api-kb-search"),
+    path("search", api.MultiSearch.as_view(), name="api-search"),
+]

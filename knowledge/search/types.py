@@ -20,6 +20,10 @@ class SearchHit:
     dense_score: float | None = None  # cosine similarity; None: not among the dense candidates
     bm25_rank: int | None = None
     dense_rank: int | None = None
+    rerank_score: float | None = None  # cross-encoder score when a reranker is configured
+    context_text: str = ""  # text with neighbouring chunks (when neighbours are on); else empty
+    compressed_text: str | None = None  # relevant sentences only (when contextual compression is on)
+    document_filename: str = ""
 
     @property
     def found_by(self) -> list[str]:
@@ -33,3 +37,5 @@ class SearchResult:
     queries: list[str] = field(default_factory=list)  # the query plus any multi-query expansions
     warnings: list[str] = field(default_factory=list)  # e.g. "expansion model unavailable; searched without it"
     timings_ms: dict[str, float] = field(default_factory=dict)
+    mode: str = "hybrid"  # hybrid | bm25 | dense
+    settings: dict = field(default_factory=dict)  # the retrieval settings this search used

@@ -1,0 +1,267 @@
+"""Chat latency benchmark: what ragdesk adds to time-to-first-token and total time of a streamed answer.
+
+    scripts/env-run python bench/chat_latency.py          # uses (and creates) the database ragdesk_bench_chat
+    CHAT_BENCH_RUNS=50 CHAT_BENCH_TOKEN_RATE=50 scripts/env-run python bench/chat_latency.py
+
+One run, same fake model server for both paths (a fake Ollama with ONE slot at a fixed token rate, in its own
+process):
+  direct   POST /api/chat to the fake server (httpx, streaming): the floor any client pays;
+  ragdesk  POST /api/v1/assistants/{id}/chat with stream=true on uvicorn -> Celery chat worker (own process)
+           -> LLM gateway -> fake server, tokens back through a Redis stream -> SSE to this client.
+Requests alternate direct / ragdesk, one at a time. Retrieval (hybrid search over a small knowledge base) is
+timed by the worker and subtracted, as the brief asks: the figure is the plumbing's cost, not search's.
+Per answer: added TTFT = (ragdesk TTFT - retrieval) - direct TTFT; added total likewise. Also checks streaming
+adds no buffering: the ragdesk tokens' inter-arrival gaps are compared with the direct ones.
+
+Last line: JSON with added_ttft_p50_ms, added_ttft_p95_ms, added_total_p50_ms (targets: p50 <= 50, p95 <= 150).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DB_NAME = os.environ.get("CHAT_BENCH_DB", "ragdesk_bench_chat")
+RUNS = int(os.environ.get("CHAT_BENCH_RUNS", "40"))
+WARMUP = int(os.environ.get("CHAT_BENCH_WARMUP", "3"))
+TOKEN_RATE = float(os.environ.get("CHAT_BENCH_TOKEN_RATE", "100"))
+REPLY_TOKENS = int(os.environ.get("CHAT_BENCH_REPLY_TOKENS", "20"))
+QUESTION = "How long do customers have to ask for a refund?"
+DOCUMENT = (
+    "Refund policy. Customers may ask for a refund within 30 days of purchase. Refunds go back to the original "
+    "payment method within five business days. Gift cards are not refundable. Shipping costs are refunded only "
+    "when the item arrived damaged."
+)
+
+
+def _point_at_bench_database() -> None:
+    import psycopg
+
+    url = urlparse(os.environ.get("DATABASE_URL", "postgres://ragdesk@127.0.0.1:54329/ragdesk"))
+    admin = urlunparse(url._replace(path="/postgres", scheme="postgresql"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone():
+            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    os.environ["DATABASE_URL"] = urlunparse(url._replace(path=f"/{DB_NAME}"))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
+    os.environ["DEBUG"] = "false"
+    os.environ.setdefault("SECRET_KEY", "bench-only")
+    os.environ["LOG_LEVEL"] = "WARNING"
+
+
+def pct(values, p):
+    values = sorted(values)
+    if not values:
+        return 0.0
+    k = (len(values) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def setup_data(target: str) -> tuple[str, int]:
+    """A fresh team with an API key, a knowledge base holding one indexed document, and an assistant."""
+    from accounts.models import Tenant
+    from accounts.services import api_key_create, tenant_create
+    from accounts.tenancy import tenant_scope
+    from chat.services import assistant_create
+    from knowledge import services as knowledge
+    from knowledge.models import Document
+
+    from accounts.models import User
+
+    tag = uuid.uuid4().hex[:8]
+    owner = User.objects.create_user(email=f"bench-{tag}@example.com", password=uuid.uuid4().hex)
+    tenant = tenant_create(name=f"Chat bench {tag}", owner=owner)
+    tenant = Tenant.objects.get(pk=tenant.pk)
+    _key, raw = api_key_create(tenant=tenant, name="bench", scopes=["chat", "read"])
+    with tenant_scope(tenant):
+        kb = knowledge.kb_create(tenant=tenant, name="Policies", created_by=owner)
+        document, _created = knowledge.document_create_from_text(tenant=tenant, kb=kb, title="Refund policy",
+                                                                 text=DOCUMENT, enqueue=False)
+        knowledge.document_process(tenant=tenant, document_id=document.pk)
+        status = Document.objects.get(pk=document.pk).status
+        if status != "ready":
+            raise RuntimeError(f"bench document not indexed: {status}")
+        assistant = assistant_create(tenant=tenant, name="Bench", answer_target=target, cheap_target=target,
+                                     knowledge_bases=[kb.pk], max_tokens=REPLY_TOKENS)
+    return raw, assistant.pk
+
+
+def direct_once(direct, fake_url: str) -> dict:
+    """Stream a chat straight from the fake server (a kept-alive client, like the gateway's): the baseline."""
+    body = {"model": "fake", "stream": True, "messages": [{"role": "user", "content": QUESTION}],
+            "options": {"num_predict": REPLY_TOKENS}}
+    arrivals = []
+    start = time.perf_counter()
+    with direct.stream("POST", f"{fake_url}/api/chat", json=body) as response:
+        for line in response.iter_lines():
+            if not line:
+                continue
+            chunk = json.loads(line)
+            if chunk.get("message", {}).get("content"):
+                arrivals.append(time.perf_counter() - start)
+            if chunk.get("done"):
+                break
+    total = time.perf_counter() - start
+    return {"ttft": arrivals[0] * 1000, "total": total * 1000, "gaps": gaps(arrivals), "tokens": len(arrivals)}
+
+
+def gaps(arrivals: list[float]) -> list[float]:
+    return [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:], strict=False)]
+
+
+def ragdesk_once(http, assistant_id: int) -> dict:
+    """Stream an answer through ragdesk; read the retrieval time the worker measured."""
+    arrivals = []
+    message_id = None
+    start = time.perf_counter()
+    with http.stream("POST", f"/api/v1/assistants/{assistant_id}/chat",
+                     json={"message": QUESTION, "stream": True}) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"chat failed: {response.status_code} {response.read()[:300]!r}")
+        event = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event:
+                data = json.loads(line[6:])
+                if event == "meta":
+                    message_id = data["message_id"]
+                elif event == "token":
+                    arrivals.append(time.perf_counter() - start)
+                elif event in ("done", "error"):
+                    if event == "error":
+                        raise RuntimeError(f"answer failed: {data}")
+                    break
+    total = time.perf_counter() - start
+    detail = http.get(f"/api/v1/messages/{message_id}").json()
+    return {"ttft": arrivals[0] * 1000, "total": total * 1000, "gaps": gaps(arrivals), "tokens": len(arrivals),
+            "message_id": message_id, "status": detail["status"]}
+
+
+def stage_timings(message_ids: list[int]) -> dict[int, dict]:
+    from accounts.tenancy import system_scope
+    from chat.models import Message
+
+    with system_scope():
+        return dict(Message.all_tenants.filter(pk__in=message_ids).values_list("pk", "timings"))
+
+
+def main() -> None:
+    _point_at_bench_database()
+    env = dict(os.environ)
+    from tests.support.ollama_fake import FakeOllamaProcess
+
+    with FakeOllamaProcess(token_rate=TOKEN_RATE, slots=1, reply_tokens=REPLY_TOKENS,
+                           models=["fake:latest"]) as fake:
+        env.update({"OLLAMA_HOSTS": fake.url, "OLLAMA_MODEL": "fake", "LLM_ANSWER_TARGET": "ollama/fake",
+                    "LLM_CHEAP_TARGET": "ollama/fake"})
+        os.environ.update(env)
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env,
+                       check=True)
+        import django
+
+        django.setup()
+        print("setting up data (indexing one document)...", file=sys.stderr, flush=True)
+        raw_key, assistant_id = setup_data("ollama/fake")
+
+        port = free_port()
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "chat", "-P", "solo",
+                              "-c", "1", "-l", "warning", "--without-gossip", "--without-mingle",
+                              "--without-heartbeat", "-n", f"chatbench-{port}@%h"], cwd=ROOT, env=env),
+            subprocess.Popen([sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
+                              "--port", str(port), "--lifespan", "off", "--log-level", "warning",
+                              "--no-access-log"], cwd=ROOT, env=env),
+        ]
+        try:
+            import httpx
+
+            base = f"http://127.0.0.1:{port}"
+            wait_http(f"{base}/healthz")
+            headers = {"Authorization": f"Bearer {raw_key}"}
+            with httpx.Client(base_url=base, headers=headers, timeout=60) as http, httpx.Client(timeout=60) as direct:
+                for _ in range(WARMUP):
+                    direct_once(direct, fake.url)
+                    ragdesk_once(http, assistant_id)
+                pairs = []
+                for _ in range(RUNS):
+                    pairs.append((direct_once(direct, fake.url), ragdesk_once(http, assistant_id)))
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    timings = stage_timings([r["message_id"] for _d, r in pairs])
+    rows = []
+    for direct, rag in pairs:
+        t = timings.get(rag["message_id"]) or {}
+        excluded = (t.get("retrieval_ms") or 0) + (t.get("condense_ms") or 0)
+        rows.append({
+            "direct_ttft": direct["ttft"], "rag_ttft": rag["ttft"], "excluded": excluded,
+            "added_ttft": rag["ttft"] - excluded - direct["ttft"],
+            "added_total": rag["total"] - excluded - direct["total"],
+            "direct_total": direct["total"], "rag_total": rag["total"],
+            "direct_gap": statistics.median(direct["gaps"]) if direct["gaps"] else 0,
+            "rag_gap": statistics.median(rag["gaps"]) if rag["gaps"] else 0,
+            "tokens": (direct["tokens"], rag["tokens"]),
+        })
+    col = lambda name: [r[name] for r in rows]  # noqa: E731
+    print(f"\nChat latency: {RUNS} answers each way, fake Ollama 1 slot at {TOKEN_RATE:g} tokens/s, "
+          f"{REPLY_TOKENS} tokens per answer\n")
+    print(f"{'':34}{'p50 ms':>10}{'p95 ms':>10}")
+    for label, name in [("direct: time to first token", "direct_ttft"),
+                        ("ragdesk: time to first token", "rag_ttft"),
+                        ("  of which retrieval (excluded)", "excluded"),
+                        ("added time to first token", "added_ttft"),
+                        ("direct: total", "direct_total"), ("ragdesk: total", "rag_total"),
+                        ("added total time", "added_total"),
+                        ("direct: gap between tokens", "direct_gap"), ("ragdesk: gap between tokens", "rag_gap")]:
+        print(f"{label:34}{pct(col(name), 50):10.1f}{pct(col(name), 95):10.1f}")
+    token_counts = {t for r in rows for t in r["tokens"]}
+    print(f"\ntokens per answer seen by the client: {sorted(token_counts)} (each token is its own SSE event)")
+    print("targets: added TTFT p50 <= 50 ms, p95 <= 150 ms")
+    print(json.dumps({
+        "added_ttft_p50_ms": round(pct(col("added_ttft"), 50), 1),
+        "added_ttft_p95_ms": round(pct(col("added_ttft"), 95), 1),
+        "added_total_p50_ms": round(pct(col("added_total"), 50), 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+from django.utils.functional import SimpleLazyObject
+
+
+def usage_banner(request):
+    """`usage_banner` for templates/billing/_banner.html: the 80% / 100% plan notice, for tenant admins only.
+    Lazy, so pages that don't show the banner block don't query."""
+    membership = getattr(request, "membership", None)
+    tenant = getattr(request, "tenant", None)
+    if tenant is None or membership is None or not membership.is_admin:
+        return {}
+
+    def banner():
+        from billing.selectors import usage_banner as build
+
+        return build(tenant=tenant)
+
+    return {"usage_banner": SimpleLazyObject(banner)}

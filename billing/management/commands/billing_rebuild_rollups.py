@@ -1,0 +1,21 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.models import Tenant
+from billing.maintenance import rollups_rebuild
+
+
+class Command(BaseCommand):
+    help = "Recompute the daily usage rollups and the quota counters' used amounts from the ledger."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--tenant", help="slug of one tenant (default: every tenant)")
+
+    def handle(self, *args, tenant=None, **options):
+        tenants = Tenant.objects.all()
+        if tenant:
+            tenants = tenants.filter(slug=tenant)
+            if not tenants.exists():
+                raise CommandError(f"no tenant with slug {tenant!r}")
+        for t in tenants:
+            rollups_rebuild(tenant=t)
+            self.stdout.write(f"rebuilt {t.slug}")

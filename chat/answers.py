@@ -1,0 +1,54 @@
+"""Waiting for an answer from a request thread: the JSON API waits for the end, streaming APIs for the start.
+
+Both read the answer's Redis stream through the same core as the SSE relay (chat.sse.answer_events), so they
+see exactly what a browser sees, and never wait forever (the core fails an answer no worker picked up).
+"""
+
+from __future__ import annotations
+
+import time
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+
+from chat.sse import answer_events
+
+
+def wait_timeout_s() -> int:
+    return int(getattr(settings, "CHAT_API_WAIT_S", 600))
+
+
+async def _collect(tenant, message_id: int, *, until_first_token: bool, timeout_s: float):
+    deadline = time.monotonic() + timeout_s
+    events = []
+    async for entry_id, kind, data in answer_events(tenant=tenant, message_id=message_id, tick_ms=1000):
+        if kind in ("ping", "tick"):
+            if time.monotonic() > deadline:
+                break
+            continue
+        events.append((entry_id, kind, data))
+        if kind == "reset":
+            events = [e for e in events if e[1] not in ("token", "reset")]
+        if kind in ("done", "error") or (until_first_token and kind == "token"):
+            break
+    return events
+
+
+def wait_for_end(*, tenant, message_id: int) -> tuple[str, dict]:
+    """("done", data) or ("error", data) for the answer; ("timeout", {}) if it is still going after the limit."""
+    events = async_to_sync(_collect)(tenant, message_id, until_first_token=False, timeout_s=wait_timeout_s())
+    if events and events[-1][1] in ("done", "error"):
+        return events[-1][1], events[-1][2]
+    return "timeout", {}
+
+
+def wait_for_start(*, tenant, message_id: int) -> tuple[str, dict]:
+    """("token"|"done"|"error", data) for the answer's first token or its end, whichever comes first.
+
+    A streaming endpoint calls this before it sends headers, so failures that happen before any text (unknown
+    model, quota, model down) still get a proper HTTP status instead of a 200 stream with an error inside.
+    """
+    events = async_to_sync(_collect)(tenant, message_id, until_first_token=True, timeout_s=wait_timeout_s())
+    if events and events[-1][1] in ("token", "done", "error"):
+        return events[-1][1], events[-1][2]
+    return "timeout", {}

@@ -1,0 +1,302 @@
+"""REST API for chat: assistants, asking (JSON or SSE), conversations, messages, feedback."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.api import as_drf_validation_error
+from accounts.api_errors import error_body
+from chat import answers, selectors, services
+from chat.models import Conversation, Message
+from chat.serializers import (
+    AssistantSerializer,
+    ChatRequestSerializer,
+    ChatResponseSerializer,
+    ConversationRenameSerializer,
+    ConversationSerializer,
+    FeedbackSerializer,
+    MessageSerializer,
+    message_payload,
+)
+from chat.sse import sse_relay
+
+SSE_DOC = OpenApiResponse(
+    response=OpenApiTypes.STR,
+    description="text/event-stream when stream=true: `meta`, `token` ({\"text\"}) per delta, then `done` "
+                "({\"status\", \"message\"}) or `error` ({\"code\", \"message\", \"status\"}). Event ids resume "
+                "with Last-Event-ID on GET /api/v1/messages/{id}/stream.",
+)
+
+
+def actor(request) -> dict:
+    """user / api_key of the caller, for ownership and the usage ledger."""
+    user = request.user if getattr(request.user, "pk", None) and not hasattr(request.user, "api_key") else None
+    return {"user": user, "api_key": getattr(request, "api_key", None)}
+
+
+def visible(request) -> dict:
+    who = actor(request)
+    return {"user": who["user"], "api_key": who["api_key"]}
+
+
+def error_response(data: dict) -> Response:
+    """An answer's `error` event as an API error: its HTTP status, and Retry-After for quota limits."""
+    code = int(data.get("status") or 502)
+    if code == 500 or code < 400:
+        code = 502  # a failed upstream is never reported as our own 500
+    body = error_body(data.get("code") or "upstream_error", data.get("message") or "The answer failed.")
+    body["error"].update(data.get("details") or {})  # quota: limit, scope, reset_at, retry_after_s
+    response = Response(body, status=code)
+    if data.get("retry_after") is not None:
+        response["Retry-After"] = str(int(data["retry_after"]))
+    return response
+
+
+def usage_headers(response, *, request, answer_id: int | None):
+    """Tokens used and allowance left, when billing provides them."""
+    try:
+        from billing.selectors import usage_headers as billing_usage_headers
+    except ImportError:
+        return response
+    try:
+        headers = billing_usage_headers(tenant=request.tenant, message_id=answer_id,
+                                        api_key=getattr(request, "api_key", None))
+    except TypeError:
+        return response
+    for name, value in (headers or {}).items():
+        response[name] = str(value)
+    return response
+
+
+def sse_response(request, message_id: int) -> StreamingHttpResponse:
+    after = request.headers.get("Last-Event-ID") or request.query_params.get("after") or "0"
+    response = StreamingHttpResponse(sse_relay(tenant=request.tenant, message_id=message_id, after=after),
+                                     content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def answer_response(request, question: Message | None, answer: Message, *, stream: bool,
+                    created: bool = True):
+    """Wait for the answer (JSON) or for its first token (stream), mapping failures to HTTP statuses."""
+    if stream:
+        kind, data = answers.wait_for_start(tenant=request.tenant, message_id=answer.pk)
+        if kind == "error":
+            return error_response(data)
+        return usage_headers(sse_response(request, answer.pk), request=request, answer_id=answer.pk)
+    kind, data = answers.wait_for_end(tenant=request.tenant, message_id=answer.pk)
+    if kind == "error":
+        return error_response(data)
+    if kind == "timeout":
+        return Response(error_body("timeout", "The answer is taking too long; fetch it later from "
+                                   f"/api/v1/messages/{answer.pk}."), status=status.HTTP_504_GATEWAY_TIMEOUT)
+    answer.refresh_from_db()
+    body = {"conversation_id": answer.conversation_id, "answer": message_payload(answer)}
+    if question is not None:
+        body["question"] = message_payload(question)
+    response = Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+    return usage_headers(response, request=request, answer_id=answer.pk)
+
+
+# ------------------------------------------------------------------ assistants
+
+class AssistantListCreate(generics.ListCreateAPIView):
+    serializer_class = AssistantSerializer
+    required_scopes = {"GET": "read", "POST": "admin"}
+
+    def get_queryset(self):
+        return selectors.assistant_list(tenant=self.request.tenant)
+
+    @extend_schema(summary="Create an assistant (admin scope)")
+    def post(self, request):
+        serializer = AssistantSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            assistant = services.assistant_create(tenant=request.tenant, created_by=actor(request)["user"],
+                                                  **serializer.validated_data)
+        except DjangoValidationError as exc:
+            raise as_drf_validation_error(exc) from exc
+        return Response(AssistantSerializer(assistant, context={"request": request}).data,
+                        status=status.HTTP_201_CREATED)
+
+
+class AssistantDetail(generics.RetrieveUpdateDestroyAPIView):
+    serializer_class = AssistantSerializer
+    required_scopes = {"GET": "read", "PUT": "admin", "PATCH": "admin", "DELETE": "admin"}
+
+    def get_object(self):
+        return selectors.assistant_get(tenant=self.request.tenant, assistant_id=self.kwargs["assistant_id"])
+
+    def update(self, request, *args, partial=False, **kwargs):
+        assistant = self.get_object()
+        serializer = AssistantSerializer(assistant, data=request.data, partial=partial)
+        serializer.is_valid(raise_exception=True)
+        try:
+            services.assistant_update(tenant=request.tenant, assistant=assistant, **serializer.validated_data)
+        except DjangoValidationError as exc:
+            raise as_drf_validation_error(exc) from exc
+        return Response(AssistantSerializer(assistant, context={"request": request}).data)
+
+    def destroy(self, request, *args, **kwargs):
+        services.assistant_delete(tenant=request.tenant, assistant=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AssistantChat(APIView):
+    required_scopes = {"POST": "chat"}
+
+    @extend_schema(
+        request=ChatRequestSerializer,
+        responses={201: ChatResponseSerializer, (200, "text/event-stream"): SSE_DOC},
+        summary="Ask an assistant (JSON answer, or an SSE stream with stream=true)",
+        description="Grounded answer with citations from the assistant's knowledge bases. Errors: 404 unknown "
+                    "assistant or conversation, 400 bad field, 403 missing 'chat' scope, 429 quota (Retry-After), "
+                    "502/503 model failure.",
+    )
+    def post(self, request, assistant_id):
+        assistant = selectors.assistant_get(tenant=request.tenant, assistant_id=assistant_id)
+        serializer = ChatRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        conversation = None
+        if data.get("conversation_id"):
+            conversation = selectors.conversation_get(tenant=request.tenant, conversation_id=data["conversation_id"],
+                                                      **visible(request))
+        try:
+            question, answer = services.question_ask(
+                tenant=request.tenant, assistant=assistant, conversation=conversation, content=data["message"],
+                source=Conversation.Source.API, **actor(request),
+            )
+        except DjangoValidationError as exc:
+            raise as_drf_validation_error(exc) from exc
+        return answer_response(request, question, answer, stream=data["stream"])
+
+
+# ------------------------------------------------------------------ conversations and messages
+
+class ConversationList(generics.ListAPIView):
+    serializer_class = ConversationSerializer
+
+    @extend_schema(parameters=[OpenApiParameter("q", str, description="Search titles and messages")])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        return selectors.conversation_list(tenant=self.request.tenant, query=self.request.query_params.get("q", ""),
+                                           **visible(self.request))
+
+
+class ConversationDetail(generics.RetrieveUpdateDestroyAPIView):
+    serializer_class = ConversationSerializer
+    required_scopes = {"GET": "read", "PUT": "chat", "PATCH": "chat", "DELETE": "chat"}
+
+    def get_object(self):
+        return selectors.conversation_get(tenant=self.request.tenant, conversation_id=self.kwargs["conversation_id"],
+                                          **visible(self.request))
+
+    @extend_schema(request=ConversationRenameSerializer, responses=ConversationSerializer, summary="Rename")
+    def update(self, request, *args, **kwargs):
+        conversation = self.get_object()
+        serializer = ConversationRenameSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            services.conversation_rename(tenant=request.tenant, conversation=conversation,
+                                         title=serializer.validated_data["title"])
+        except DjangoValidationError as exc:
+            raise as_drf_validation_error(exc) from exc
+        return Response(ConversationSerializer(conversation).data)
+
+    def destroy(self, request, *args, **kwargs):
+        services.conversation_delete(tenant=request.tenant, conversation=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ConversationMessages(generics.ListAPIView):
+    serializer_class = MessageSerializer
+
+    def get_queryset(self):
+        conversation = selectors.conversation_get(
+            tenant=self.request.tenant, conversation_id=self.kwargs["conversation_id"], **visible(self.request))
+        return selectors.message_list(conversation=conversation)
+
+
+class MessageDetail(APIView):
+    @extend_schema(responses=MessageSerializer, summary="One message (an answer shows its status and citations)")
+    def get(self, request, message_id):
+        message = selectors.message_get(tenant=request.tenant, message_id=message_id, **visible(request))
+        return Response(message_payload(message))
+
+
+class MessageStream(APIView):
+    @extend_schema(responses={(200, "text/event-stream"): SSE_DOC},
+                   parameters=[OpenApiParameter("after", str, description="Resume after this event id "
+                                                "(or send Last-Event-ID)")],
+                   summary="Follow an answer as server-sent events (resumable)")
+    def get(self, request, message_id):
+        answer = selectors.answer_get(tenant=request.tenant, message_id=message_id, **visible(request))
+        return sse_response(request, answer.pk)
+
+
+class MessageStop(APIView):
+    required_scopes = {"POST": "chat"}
+
+    @extend_schema(request=None, responses={202: MessageSerializer}, summary="Stop an answer (keeps the partial text)")
+    def post(self, request, message_id):
+        answer = selectors.answer_get(tenant=request.tenant, message_id=message_id, **visible(request))
+        services.answer_stop(tenant=request.tenant, answer_id=answer.pk)
+        answer.refresh_from_db()
+        return Response(message_payload(answer), status=status.HTTP_202_ACCEPTED)
+
+
+class MessageRegenerate(APIView):
+    required_scopes = {"POST": "chat"}
+
+    @extend_schema(request=None, parameters=[OpenApiParameter("stream", bool)],
+                   responses={201: ChatResponseSerializer, (200, "text/event-stream"): SSE_DOC},
+                   summary="Answer the same question again (a new version; older versions stay)")
+    def post(self, request, message_id):
+        answer = selectors.answer_get(tenant=request.tenant, message_id=message_id, **visible(request))
+        try:
+            new = services.answer_regenerate(tenant=request.tenant, answer=answer, **actor(request))
+        except DjangoValidationError as exc:
+            raise as_drf_validation_error(exc) from exc
+        stream = str(request.query_params.get("stream", request.data.get("stream", ""))).lower() in ("1", "true")
+        return answer_response(request, None, new, stream=stream)
+
+
+class MessageFeedback(APIView):
+    required_scopes = {"GET": "read", "PUT": "chat", "POST": "chat"}
+
+    def _answer(self, request, message_id):
+        return selectors.answer_get(tenant=request.tenant, message_id=message_id, **visible(request))
+
+    @extend_schema(responses=FeedbackSerializer, summary="The feedback on an answer (rating null: none yet)")
+    def get(self, request, message_id):
+        feedback = selectors.feedback_for(message=self._answer(request, message_id))
+        if feedback is None:
+            return Response({"rating": None, "comment": "", "updated_at": None})
+        return Response(FeedbackSerializer(feedback).data)
+
+    @extend_schema(request=FeedbackSerializer, responses=FeedbackSerializer,
+                   summary="Rate an answer (1 or -1) with an optional comment; again replaces it")
+    def put(self, request, message_id):
+        answer = self._answer(request, message_id)
+        serializer = FeedbackSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            feedback = services.feedback_set(tenant=request.tenant, answer=answer, **serializer.validated_data,
+                                             **actor(request))
+        except DjangoValidationError as exc:
+            raise as_drf_validation_error(exc) from exc
+        return Response(FeedbackSerializer(feedback).data)
+
+    @extend_schema(request=FeedbackSerializer, responses=FeedbackSerializer, summary="Same as PUT")
+    def post(self, request, message_id):
+        return self.put(request, message_id)

@@ -1,0 +1,97 @@
+"""The LLM gateway as chat uses it: one seam, so the answer pipeline reads the same whatever serves it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from billing.types import UsageContext
+from llm.types import ChatRequest, ChatResult, GenerationParams
+
+
+def answer_stream(*, tenant, target: str, request: ChatRequest, usage: UsageContext,
+                  fallbacks=None) -> AsyncIterator[str | ChatResult]:
+    """Text deltas as the model sends them, then one ChatResult (usage, model, server, timings)."""
+    from llm import gateway
+
+    return gateway.chat_stream(tenant=tenant, target=target, request=request, usage=usage, fallbacks=fallbacks)
+
+
+def complete(*, tenant, target: str, request: ChatRequest, usage: UsageContext) -> ChatResult:
+    """A whole (short) answer, for helper calls such as condensing a follow-up question (sync callers)."""
+    from chat import aio
+    from llm import gateway
+
+    shared = aio.uses_shared_loop()
+
+    async def call():
+        try:
+            return await gateway.chat(tenant=tenant, target=target, request=request, usage=usage)
+        finally:
+            if not shared:
+                await gateway.aclose_clients()
+
+    return aio.run(call)
+
+
+async def close_loop_resources() -> None:
+    """Close the gateway's pooled connections of the current event loop before the loop ends."""
+    from llm import gateway
+
+    await gateway.aclose_clients()
+
+
+def default_answer_target() -> str:
+    """The platform's answer model ("<pool>/<model>"), or "" when none is configured."""
+    try:
+        from llm import selectors
+    except ImportError:
+        return ""
+    return selectors.default_answer_target() or ""
+
+
+def default_cheap_target() -> str:
+    try:
+        from llm import selectors
+    except ImportError:
+        return ""
+    return selectors.default_cheap_target() or ""
+
+
+def target_choices(*, tenant) -> list[tuple[str, str]]:
+    """(target, label) pairs for pickers; empty when the gateway can't list them."""
+    try:
+        from llm import selectors
+    except ImportError:
+        return []
+    return list(selectors.target_choices(tenant=tenant))
+
+
+def ignored_params(target: str, params: GenerationParams, *, tenant=None) -> tuple[str, list[str]]:
+    """(provider label, parameters that provider ignores) for a target, as the gateway will map them."""
+    from llm import registry
+    from llm.providers import adapter_for
+
+    try:
+        pool_name, model = registry.split_target(target)
+        pool = registry.resolve_pool(pool_name, tenant=tenant)
+    except Exception:  # noqa: BLE001 - an unknown target gets no notes (the answer reports the real error)
+        return "", []
+    return pool.label or pool.provider, adapter_for(pool.kind).map_params(params, dialect=pool.dialect,
+                                                                          model=model)[-1]
+
+
+def target_note(target: str) -> str:
+    """A plain note for answers from this target (e.g. the tiny offline demo model), else ""."""
+    try:
+        from llm import selectors
+    except ImportError:
+        return ""
+    return selectors.target_note(target)
+
+
+def target_label(target: str, *, tenant=None) -> str:
+    try:
+        from llm import selectors
+    except ImportError:
+        return target
+    return selectors.target_label(target, tenant=tenant)

@@ -1,0 +1,357 @@
+"""The answer pipeline, run by a chat worker for one assistant message.
+
+claim -> condense the follow-up -> retrieve -> pack -> stream from the gateway into the Redis stream -> save.
+Every exit path saves a final state (done / stopped / failed) and ends the stream with `done` or `error`, so
+a reader never waits forever. A redelivered task takes the message over (new run id); the old run notices
+and stops writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from django.db.models import F
+from django.db.models.functions import Coalesce, Now
+from django.utils import timezone
+
+from billing.errors import QuotaExceeded
+from billing.types import Stage, UsageContext
+from chat import aio, defaults, prompting, retrieval, streams
+from chat import llm as gateway
+from chat.models import Message
+from knowledge.search.selectors import SearchError
+from llm.types import (
+    ChatRequest,
+    ChatResult,
+    GenerationParams,
+    InvalidParams,
+    LLMError,
+    ModelUnavailable,
+    PolicyViolation,
+)
+
+log = logging.getLogger(__name__)
+
+CANCEL_POLL_S = 0.1
+GENERATION_TIMEOUT_S = 600
+
+
+@dataclass
+class Failure:
+    code: str
+    message: str
+    status: int
+    retry_after: int | None = None
+    details: dict = field(default_factory=dict)  # e.g. which quota limit, its value and reset time
+
+    def as_dict(self) -> dict:
+        data = {"code": self.code, "message": self.message, "status": self.status}
+        if self.retry_after is not None:
+            data["retry_after"] = self.retry_after
+        if self.details:
+            data["details"] = self.details
+        return data
+
+
+def failure_from(exc: BaseException) -> Failure:
+    if isinstance(exc, QuotaExceeded):
+        return Failure("quota_exceeded", exc.message, 429, exc.retry_after_s, details=exc.as_dict())
+    if isinstance(exc, PolicyViolation):
+        return Failure("policy_violation", exc.message, 403)
+    if isinstance(exc, ModelUnavailable):
+        return Failure("model_unavailable", exc.message, 503)
+    if isinstance(exc, InvalidParams):
+        return Failure("invalid_params", exc.message, 400)
+    if isinstance(exc, LLMError):
+        return Failure("upstream_error", exc.message, getattr(exc, "status_code", 502) or 502)
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return Failure("timeout", "The model took too long to answer.", 504)
+    return Failure("internal_error", "The answer failed because of an internal error.", 500)
+
+
+@dataclass
+class StreamOutcome:
+    text: str = ""
+    result: ChatResult | None = None
+    status: str = Message.Status.DONE
+    failure: Failure | None = None
+    superseded: bool = False
+    ttft_ms: float | None = None
+    timings: dict = field(default_factory=dict)
+
+
+def usage_context(message: Message, stage: str) -> UsageContext:
+    conversation = message.conversation
+    return UsageContext(
+        stage=stage,
+        idempotency_key=f"msg:{message.pk}:v{message.version}:{stage}",
+        user_id=message.user_id,
+        api_key_id=message.api_key_id,
+        assistant_id=conversation.assistant_id,
+        conversation_id=conversation.pk,
+        message_id=message.pk,
+    )
+
+
+def search_usage(message: Message) -> dict:
+    """Who pays for the search's own model calls (query embedding, expansion, compression)."""
+    return {"user_id": message.user_id, "api_key_id": message.api_key_id, "message_id": message.pk,
+            "assistant_id": message.conversation.assistant_id, "conversation_id": message.conversation_id}
+
+
+def history_for(message: Message) -> list[prompting.Turn]:
+    """Earlier finished question/answer pairs of the conversation (the latest answer version of each)."""
+    rows = list(
+        Message.objects.filter(conversation_id=message.conversation_id, created_at__lt=message.created_at)
+        .exclude(pk=message.parent_id).order_by("created_at", "id")
+        .values("id", "role", "content", "parent_id", "status", "version")
+    )
+    answers: dict[int, str] = {}
+    for row in rows:
+        if row["role"] == Message.Role.ASSISTANT and row["status"] == Message.Status.DONE and row["parent_id"]:
+            answers[row["parent_id"]] = row["content"]  # later versions overwrite earlier ones
+    turns = [prompting.Turn(row["content"], answers[row["id"]])
+             for row in rows if row["role"] == Message.Role.USER and row["id"] in answers]
+    return turns[-defaults.HISTORY_TURNS:]
+
+
+OVERRIDABLE = ("temperature", "top_p", "max_tokens", "presence_penalty", "frequency_penalty")
+
+
+def generation_params(assistant, overrides: dict | None = None) -> GenerationParams:
+    params = GenerationParams(
+        temperature=assistant.temperature, top_p=assistant.top_p, top_k=assistant.top_k,
+        max_tokens=assistant.max_tokens, presence_penalty=assistant.presence_penalty,
+        frequency_penalty=assistant.frequency_penalty,
+    )
+    for name in OVERRIDABLE:
+        if (overrides or {}).get(name) is not None:
+            setattr(params, name, overrides[name])
+    return params
+
+
+def build_citations(text: str, context_hits: list) -> list[dict]:
+    """Citations for the [n] the answer uses; numbers outside the context are not cited (never invented)."""
+    citations = []
+    for n in prompting.cited_numbers(text):
+        if 1 <= n <= len(context_hits):
+            hit = context_hits[n - 1]
+            citations.append({
+                "n": n, "chunk_id": hit.chunk_id, "document_id": hit.document_id, "kb_id": hit.kb_id,
+                "title": hit.document_title, "page": hit.page, "heading": hit.heading_path,
+                "snippet": prompting.snippet(hit.text),
+            })
+    return citations
+
+
+class AnswerRun:
+    def __init__(self, *, tenant, message_id: int):
+        self.tenant = tenant
+        self.message_id = message_id
+        self.run_id = uuid.uuid4().hex
+        self.message: Message | None = None
+
+    # -------------------------------------------------------------- claim and bookkeeping
+
+    def claim(self) -> bool:
+        claimed = Message.objects.filter(
+            pk=self.message_id, role=Message.Role.ASSISTANT, status__in=[Message.Status.QUEUED, Message.Status.RUNNING]
+        ).update(status=Message.Status.RUNNING, run_id=self.run_id, attempts=F("attempts") + 1,
+                 started_at=Coalesce(F("started_at"), Now()))
+        if not claimed:
+            return False
+        self.message = Message.objects.select_related("conversation__assistant", "parent").get(pk=self.message_id)
+        streams.client().set(self._run_key, self.run_id, ex=streams.STREAM_TTL_S)
+        return True
+
+    @property
+    def _run_key(self) -> str:
+        return streams.run_key(self.message_id)
+
+    def _save(self, **fields) -> bool:
+        """Write only while this run still owns the message (a redelivered task may have taken over)."""
+        return bool(Message.objects.filter(pk=self.message_id, run_id=self.run_id).update(**fields))
+
+    def _finish(self, *, status: str, text: str, failure: Failure | None = None, **fields) -> None:
+        message = self.message
+        saved = self._save(status=status, content=text, finished_at=timezone.now(),
+                           error_code=failure.code if failure else "", error=failure.message if failure else "",
+                           **fields)
+        if not saved:
+            return
+        message.refresh_from_db()
+        if failure is not None and status == Message.Status.FAILED:
+            streams.publish(message.pk, "error", failure.as_dict())
+        else:
+            from chat.serializers import message_payload
+
+            streams.publish(message.pk, "done", {"status": status, "message": message_payload(message)})
+
+    # -------------------------------------------------------------- the pipeline
+
+    def run(self) -> None:
+        if not self.claim():
+            return
+        message = self.message
+        conversation = message.conversation
+        assistant = conversation.assistant
+        started = time.monotonic()
+        if message.attempts > 1:
+            streams.publish(message.pk, "reset", {})
+        streams.publish(message.pk, "meta", {"message_id": message.pk, "conversation_id": conversation.pk,
+                                             "version": message.version, "status": "running"})
+        if assistant is None:
+            self._finish(status=Message.Status.FAILED, text="",
+                         failure=Failure("assistant_deleted", "This conversation's assistant was deleted.", 404))
+            return
+        if streams.cancel_requested(message.pk):
+            self._finish(status=Message.Status.STOPPED, text="")
+            return
+        timings: dict[str, float] = {}
+        warnings: list[str] = []
+        question = message.parent.content if message.parent else ""
+        history = history_for(message)
+        try:
+            standalone = self._condense(assistant, question, history, timings, warnings)
+            t0 = time.monotonic()
+            result = retrieval.retrieve(tenant=self.tenant, assistant=assistant, query=standalone,
+                                        usage=search_usage(message))
+            timings["retrieval_ms"] = round((time.monotonic() - t0) * 1000, 2)
+            warnings += result.warnings
+        except QuotaExceeded as exc:
+            self._finish(status=Message.Status.FAILED, text="", failure=failure_from(exc), timings=timings)
+            return
+        except SearchError as exc:
+            failure = Failure("retrieval_error", exc.message, 400)
+            self._finish(status=Message.Status.FAILED, text="", failure=failure, timings=timings)
+            return
+        except Exception as exc:
+            log.exception("chat retrieval failed for message %s", message.pk)
+            self._finish(status=Message.Status.FAILED, text="", failure=failure_from(exc), timings=timings)
+            return
+        prompt = prompting.build_answer_prompt(
+            assistant=assistant, history=history, question=question, hits=result.hits,
+        )
+        context_ids = [hit.chunk_id for hit in prompt.context_hits]
+        if not prompt.context_hits:
+            self._save(standalone_question=standalone, warnings=warnings, context_chunk_ids=context_ids)
+            text = defaults.NO_CONTEXT_ANSWER[defaults.language_of(question)]
+            streams.publish(message.pk, "token", {"text": text})
+            timings["total_ms"] = round((time.monotonic() - started) * 1000, 2)
+            self._finish(status=Message.Status.DONE, text=text, timings=timings, citations=[])
+            return
+        target = assistant.answer_target or gateway.default_answer_target()
+        overrides = message.overrides or {}
+        request = ChatRequest(messages=prompt.messages, params=generation_params(assistant, overrides),
+                              json_schema=overrides.get("json_schema") or assistant.json_schema or None)
+        self._save(standalone_question=standalone, warnings=warnings, context_chunk_ids=context_ids, target=target)
+        timings["generation_started_at"] = time.time()
+        shared_loop = aio.uses_shared_loop()
+        outcome = aio.run(lambda: self._stream(target=target, request=request, keep_clients=shared_loop))
+        if outcome.superseded:
+            return
+        timings.update(outcome.timings)
+        timings["total_ms"] = round((time.monotonic() - started) * 1000, 2)
+        usage_fields = {}
+        if outcome.result is not None:
+            res = outcome.result
+            usage_fields = dict(
+                provider=res.provider, model=res.model, input_tokens=res.usage.input_tokens,
+                cached_input_tokens=res.usage.cached_input_tokens, output_tokens=res.usage.output_tokens,
+                usage_estimated=res.usage.estimated, ignored_params=list(res.ignored_params),
+                finish_reason=(res.finish_reason or "")[:20],
+            )
+        self._finish(status=outcome.status, text=outcome.text, failure=outcome.failure, timings=timings,
+                     citations=build_citations(outcome.text, prompt.context_hits), **usage_fields)
+
+    def _condense(self, assistant, question: str, history: list, timings: dict, warnings: list) -> str:
+        if not history:
+            return question
+        t0 = time.monotonic()
+        target = assistant.cheap_target or gateway.default_cheap_target() or assistant.answer_target \
+            or gateway.default_answer_target()
+        request = ChatRequest(
+            messages=prompting.build_condense_messages(history=history, question=question),
+            params=GenerationParams(temperature=0.0, max_tokens=128),
+        )
+        try:
+            result = gateway.complete(tenant=self.tenant, target=target, request=request,
+                                      usage=usage_context(self.message, Stage.CONDENSE))
+            standalone = prompting.clean_condensed(result.text, question)
+        except QuotaExceeded:
+            raise
+        except LLMError as exc:
+            warnings.append(f"Could not rewrite the follow-up question ({exc.message}); searched with it as asked.")
+            standalone = question
+        timings["condense_ms"] = round((time.monotonic() - t0) * 1000, 2)
+        return standalone
+
+    async def _stream(self, *, target: str, request: ChatRequest, keep_clients: bool) -> StreamOutcome:
+        outcome = StreamOutcome()
+        parts: list[str] = []
+        stream = streams.AsyncStream(self.message_id)
+        t0 = time.monotonic()
+
+        async def consume():
+            agen = gateway.answer_stream(tenant=self.tenant, target=target, request=request,
+                                         usage=usage_context(self.message, Stage.ANSWER))
+            try:
+                async for item in agen:
+                    if isinstance(item, ChatResult):
+                        outcome.result = item
+                    elif item:
+                        if outcome.ttft_ms is None:
+                            outcome.ttft_ms = round((time.monotonic() - t0) * 1000, 2)
+                            outcome.timings["first_token_at"] = time.time()
+                        parts.append(item)
+                        await stream.publish("token", {"text": item})
+            finally:
+                aclose = getattr(agen, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+        task = asyncio.create_task(consume())
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=CANCEL_POLL_S)
+                if task.done():
+                    break
+                cancelled, owner = await asyncio.gather(stream.cancel_requested(), stream.redis.get(self._run_key))
+                if owner is not None and owner.decode() != self.run_id:
+                    outcome.superseded = True
+                elif cancelled:
+                    outcome.status = Message.Status.STOPPED
+                elif time.monotonic() - t0 > GENERATION_TIMEOUT_S:
+                    outcome.status = Message.Status.FAILED
+                    outcome.failure = failure_from(TimeoutError())
+                else:
+                    continue
+                task.cancel()
+                break
+            try:
+                await task
+            except asyncio.CancelledError:
+                if outcome.status == Message.Status.DONE and not outcome.superseded:
+                    raise
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a saved, visible state
+                if not isinstance(exc, LLMError | QuotaExceeded):
+                    log.exception("chat generation failed for message %s", self.message_id)
+                outcome.status = Message.Status.FAILED
+                outcome.failure = failure_from(exc)
+            await stream.touch()
+        finally:
+            await stream.close()
+            if not keep_clients:  # a throwaway loop: close the gateway's clients before it ends
+                await gateway.close_loop_resources()
+        outcome.text = "".join(parts)
+        outcome.timings["ttft_ms"] = outcome.ttft_ms
+        outcome.timings["generation_ms"] = round((time.monotonic() - t0) * 1000, 2)
+        return outcome
+
+
+def generate(*, tenant, message_id: int) -> None:
+    AnswerRun(tenant=tenant, message_id=message_id).run()

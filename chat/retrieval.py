@@ -1,0 +1,45 @@
+"""Which chunks an assistant answers from: hybrid search over its knowledge bases, minus the irrelevant."""
+
+from __future__ import annotations
+
+from chat import defaults
+from knowledge.models import KnowledgeBase
+from knowledge.search.types import SearchResult
+
+# Keys of Assistant.retrieval that chat itself interprets; the rest are search settings passed to search().
+CHAT_KEYS = {"min_dense_score"}
+
+
+def assistant_kb_ids(*, tenant, assistant) -> list[int]:
+    """The assistant's knowledge bases, or all of the tenant's when none are linked (e.g. the demo)."""
+    ids = list(assistant.knowledge_bases.filter(tenant=tenant).values_list("pk", flat=True))
+    if not ids:
+        ids = list(KnowledgeBase.objects.filter(tenant=tenant).values_list("pk", flat=True))
+    return ids
+
+
+def retrieve(*, tenant, assistant, query: str, usage: dict | None = None) -> SearchResult:
+    """Search the assistant's knowledge bases. `usage` names the answer, so the search's own model calls
+    (query expansion, compression) are billed to it."""
+    from knowledge.search.selectors import MAX_QUERY_CHARS, search
+
+    settings = dict(assistant.retrieval or {})
+    kb_ids = assistant_kb_ids(tenant=tenant, assistant=assistant)
+    if not kb_ids:
+        return SearchResult(query=query, hits=[], warnings=["no knowledge base"])
+    options = {key: value for key, value in settings.items() if key not in CHAT_KEYS and key != "k"}
+    if usage:
+        options["usage"] = usage
+    result = search(tenant=tenant, kb_ids=kb_ids, query=query[:MAX_QUERY_CHARS],
+                    k=int(settings.get("k") or defaults.DEFAULT_K), options=options)
+    result.hits = relevant_hits(result.hits, min_dense_score=settings.get("min_dense_score"))
+    return result
+
+
+def relevant_hits(hits: list, *, min_dense_score=None) -> list:
+    """Drop hits that only the dense side found, with a low similarity: nearest is not the same as relevant."""
+    floor = defaults.DEFAULT_MIN_DENSE_SCORE if min_dense_score is None else float(min_dense_score)
+    return [
+        hit for hit in hits
+        if hit.bm25_rank is not None or hit.dense_score is None or hit.dense_score >= floor
+    ]

@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+from django.urls import NoReverseMatch, reverse
+from rest_framework import serializers
+
+from chat import defaults
+from chat.models import Assistant, Conversation, Feedback, Message
+
+_DOCUMENT_ROUTES = ("knowledge:document-detail", "knowledge:document", "knowledge:document_detail")
+
+
+def document_url(document_id: int | None) -> str:
+    """Link to a cited document's page in the knowledge app (empty when that page does not exist)."""
+    if document_id is None:
+        return ""
+    for name in _DOCUMENT_ROUTES:
+        try:
+            return reverse(name, kwargs={"document_id": document_id})
+        except NoReverseMatch:
+            continue
+    return ""
+
+
+def citation_payload(citation: dict) -> dict:
+    return {**citation, "url": document_url(citation.get("document_id"))}
+
+
+def message_payload(message: Message) -> dict:
+    """One message as the API, the SSE `done` event and the OpenAI extension field show it."""
+    data = {
+        "id": message.pk,
+        "conversation_id": message.conversation_id,
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+        "created_at": message.created_at.isoformat() if message.created_at else None,
+    }
+    if message.role == Message.Role.ASSISTANT:
+        data.update({
+            "question_id": message.parent_id,
+            "version": message.version,
+            "citations": [citation_payload(c) for c in message.citations or []],
+            "error": {"code": message.error_code, "message": message.error} if message.error_code else None,
+            "model": message.model,
+            "usage": {
+                "input_tokens": message.input_tokens,
+                "cached_input_tokens": message.cached_input_tokens,
+                "output_tokens": message.output_tokens,
+                "estimated": message.usage_estimated,
+            },
+            "ignored_params": message.ignored_params or [],
+            "warnings": message.warnings or [],
+            "finished_at": message.finished_at.isoformat() if message.finished_at else None,
+        })
+    return data
+
+
+class CitationSerializer(serializers.Serializer):
+    n = serializers.IntegerField()
+    chunk_id = serializers.IntegerField()
+    document_id = serializers.IntegerField()
+    kb_id = serializers.IntegerField()
+    title = serializers.CharField()
+    page = serializers.IntegerField(allow_null=True)
+    heading = serializers.CharField(required=False)
+    snippet = serializers.CharField()
+    url = serializers.CharField()
+
+
+class UsageSerializer(serializers.Serializer):
+    input_tokens = serializers.IntegerField()
+    cached_input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    estimated = serializers.BooleanField()
+
+
+class ErrorInfoSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class MessageSerializer(serializers.Serializer):
+    """Documentation of message_payload (what the endpoints return)."""
+
+    id = serializers.IntegerField()
+    conversation_id = serializers.IntegerField()
+    role = serializers.ChoiceField(choices=Message.Role.choices)
+    content = serializers.CharField()
+    status = serializers.ChoiceField(choices=Message.Status.choices)
+    created_at = serializers.DateTimeField()
+    question_id = serializers.IntegerField(required=False, allow_null=True)
+    version = serializers.IntegerField(required=False)
+    citations = CitationSerializer(many=True, required=False)
+    error = ErrorInfoSerializer(required=False, allow_null=True)
+    model = serializers.CharField(required=False)
+    usage = UsageSerializer(required=False)
+    ignored_params = serializers.ListField(child=serializers.CharField(), required=False)
+    warnings = serializers.ListField(child=serializers.CharField(), required=False)
+    finished_at = serializers.DateTimeField(required=False, allow_null=True)
+
+    def to_representation(self, instance):
+        return message_payload(instance)
+
+
+class FewShotSerializer(serializers.Serializer):
+    user = serializers.CharField(max_length=4000)
+    assistant = serializers.CharField(max_length=8000)
+
+
+def _param(name: str, *, integer: bool = False, **extra):
+    default, low, high = defaults.PARAM_RANGES[name]
+    field = serializers.IntegerField if integer else serializers.FloatField
+    return field(min_value=low, max_value=high, required=False, **extra)
+
+
+class KnowledgeBaseIdsField(serializers.ListField):
+    child = serializers.IntegerField()
+
+    def to_representation(self, data):
+        return [kb.pk for kb in data.all()] if hasattr(data, "all") else list(data)
+
+
+class AssistantSerializer(serializers.ModelSerializer):
+    knowledge_bases = KnowledgeBaseIdsField(required=False,
+                                            help_text="Knowledge base ids; empty means all of the tenant's.")
+    few_shot = FewShotSerializer(many=True, required=False)
+    temperature = _param("temperature")
+    top_p = _param("top_p")
+    top_k = _param("top_k", integer=True, allow_null=True)
+    max_tokens = _param("max_tokens", integer=True)
+    presence_penalty = _param("presence_penalty")
+    frequency_penalty = _param("frequency_penalty")
+    retrieval = serializers.DictField(required=False, help_text='e.g. {"k": 8, "bm25_weight": 0.45, '
+                                      '"dense_weight": 0.55, "min_dense_score": 0.2}')
+    json_schema = serializers.JSONField(required=False, allow_null=True)
+    parameter_notes = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Assistant
+        fields = ["id", "name", "description", "knowledge_bases", "answer_target", "cheap_target", "system_prompt",
+                  "few_shot", "temperature", "top_p", "top_k", "max_tokens", "presence_penalty",
+                  "frequency_penalty", "context_window", "retrieval", "json_schema", "is_default",
+                  "parameter_notes", "created_at", "updated_at"]
+        read_only_fields = ["id", "created_at", "updated_at", "parameter_notes"]
+        extra_kwargs = {"name": {"validators": []}}  # uniqueness per tenant is checked by the service
+
+    def get_parameter_notes(self, obj) -> list[str]:
+        from chat.services import parameter_notes
+
+        request = self.context.get("request")
+        return parameter_notes(obj, tenant=getattr(request, "tenant", None))
+
+
+
+class ConversationSerializer(serializers.ModelSerializer):
+    assistant_id = serializers.IntegerField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Conversation
+        fields = ["id", "title", "assistant_id", "source", "created_at", "updated_at"]
+        read_only_fields = ["id", "assistant_id", "source", "created_at", "updated_at"]
+
+
+class ConversationRenameSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=200)
+
+
+class ChatRequestSerializer(serializers.Serializer):
+    message = serializers.CharField(max_length=8000, trim_whitespace=True,
+                                    help_text="The question, in any language.")
+    conversation_id = serializers.IntegerField(required=False, allow_null=True,
+                                               help_text="Continue this conversation; omit to start one.")
+    stream = serializers.BooleanField(default=False,
+                                      help_text="true: answer as text/event-stream (meta, token..., done | error).")
+
+
+class ChatResponseSerializer(serializers.Serializer):
+    conversation_id = serializers.IntegerField()
+    question = MessageSerializer()
+    answer = MessageSerializer()
+
+
+class FeedbackSerializer(serializers.ModelSerializer):
+    rating = serializers.ChoiceField(choices=[1, -1], help_text="1 helpful, -1 not helpful")
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+    class Meta:
+        model = Feedback
+        fields = ["rating", "comment", "updated_at"]
+        read_only_fields = ["updated_at"]

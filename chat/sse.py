@@ -1,0 +1,164 @@
+"""Relaying an answer's Redis stream to HTTP clients as server-sent events.
+
+`answer_events` is the core: it yields the stream's entries from a position on, waits while the worker is
+busy, and ends after `done` or `error`. It never hangs: when the stream is gone (expired) it rebuilds the end
+from the database, and an answer no worker picked up in time is failed with a clear message. The SSE ids are
+the Redis entry ids, so EventSource's Last-Event-ID resumes exactly after the last event a client saw.
+
+The generators run after the request's middleware returned, so they set the tenant scope themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from accounts.tenancy import tenant_scope
+from chat import rendering, streams
+from chat.models import Message
+
+IDLE_BLOCK_MS = 5000
+HEARTBEAT_S = 15
+STALE_FINAL_S = 5
+
+
+def queue_timeout_s() -> int:
+    return int(getattr(settings, "CHAT_QUEUE_TIMEOUT_S", 120))
+
+
+def sse(event: str, data: dict | str, event_id: str | None = None) -> str:
+    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    head = f"id: {event_id}\n" if event_id else ""
+    body = "".join(f"data: {line}\n" for line in payload.split("\n"))
+    return f"{head}event: {event}\n{body}\n"
+
+
+def _load(tenant, message_id: int) -> Message | None:
+    with tenant_scope(tenant):
+        return Message.objects.filter(pk=message_id).first()
+
+
+def _fail_unclaimed(tenant, message_id: int) -> None:
+    from chat.services import answer_fail_unclaimed
+
+    answer_fail_unclaimed(tenant=tenant, answer_id=message_id,
+                          message=_("No chat worker picked up this answer in time. Please try again later."))
+
+
+def _final_events(message: Message, *, replay_text: bool) -> list[tuple[str | None, str, dict]]:
+    """The end of an answer rebuilt from the database (its stream expired or never had the final entry)."""
+    from chat.serializers import message_payload
+
+    events: list[tuple[str | None, str, dict]] = []
+    if replay_text:
+        events.append((None, "reset", {}))
+        if message.content:
+            events.append((None, "token", {"text": message.content}))
+    if message.status == Message.Status.FAILED:
+        events.append((None, "error", {"code": message.error_code or "failed", "message": message.error,
+                                       "status": 500 if message.error_code == "internal_error" else 502}))
+    else:
+        events.append((None, "done", {"status": message.status, "message": message_payload(message)}))
+    return events
+
+
+async def answer_events(*, tenant, message_id: int, after: str = "0",
+                        tick_ms: int | None = None) -> AsyncIterator[tuple[str | None, str, dict]]:
+    """(id, kind, data) from `after` on, until done/error. kind "ping": time to send a heartbeat;
+    kind "tick": nothing arrived within tick_ms (when given)."""
+    stream = streams.AsyncStream(message_id)
+    after = after or "0"
+    last_beat = last_check = time.monotonic()
+    final_seen_at = None
+    try:
+        if not await stream.exists():  # finished long ago (stream expired) or not started: ask the database
+            message = await sync_to_async(_load)(tenant, message_id)
+            if message is not None and message.is_final and not await stream.exists():
+                for event in _final_events(message, replay_text=True):
+                    yield event
+                return
+        while True:
+            entries = await stream.read(after=after, block_ms=tick_ms or IDLE_BLOCK_MS)
+            for entry_id, kind, data in entries:
+                after = entry_id
+                yield entry_id, kind, data
+                if kind in streams.FINAL_KINDS:
+                    return
+            now = time.monotonic()
+            if entries:
+                last_beat = now
+                continue
+            if tick_ms:
+                yield None, "tick", {}
+            if now - last_beat >= HEARTBEAT_S:
+                last_beat = now
+                yield None, "ping", {}
+            if tick_ms and now - last_check < IDLE_BLOCK_MS / 1000:
+                continue
+            last_check = now
+            message = await sync_to_async(_load)(tenant, message_id)
+            if message is None:
+                yield None, "error", {"code": "not_found", "message": _("This answer was deleted."), "status": 404}
+                return
+            if message.is_final:
+                final_seen_at = final_seen_at or now
+                if not await stream.exists() or now - final_seen_at >= STALE_FINAL_S:
+                    for event in _final_events(message, replay_text=not await stream.exists()):
+                        yield event
+                    return
+            elif message.status == Message.Status.QUEUED and \
+                    message.created_at < timezone.now() - timedelta(seconds=queue_timeout_s()):
+                await sync_to_async(_fail_unclaimed)(tenant, message_id)
+    finally:
+        await stream.close()
+
+
+async def text_before(message_id: int, until: str) -> str:
+    """The answer text up to and including entry `until` (for a browser resuming a rendered stream)."""
+    if not until or until == "0":
+        return ""
+    stream = streams.AsyncStream(message_id)
+    try:
+        text = ""
+        for _id, kind, data in await stream.history(until=until):
+            if kind == "reset":
+                text = ""
+            elif kind == "token":
+                text += data.get("text", "")
+        return text
+    finally:
+        await stream.close()
+
+
+async def sse_relay(*, tenant, message_id: int, after: str = "0", render: bool = False) -> AsyncIterator[str]:
+    """SSE for browsers and API clients: meta / token / reset / done / error (+ html when render)."""
+    yield "retry: 1000\n\n"
+    text = await text_before(message_id, after) if render else ""
+    dirty = False
+    last_render = 0.0
+    async for entry_id, kind, data in answer_events(tenant=tenant, message_id=message_id, after=after,
+                                                    tick_ms=100 if render else None):
+        if kind == "ping":
+            yield ": keep-alive\n\n"
+            continue
+        final = kind in streams.FINAL_KINDS
+        if render:
+            if kind == "token":
+                text += data.get("text", "")
+                dirty = True
+            elif kind == "reset":
+                text, dirty = "", True
+            now = time.monotonic()
+            # Throttled to ~10 renders a second; whatever is pending goes out before the end.
+            if dirty and (final or kind == "tick" or now - last_render >= 0.1):
+                yield sse("html", {"html": rendering.sanitize_markdown(text)}, entry_id if not final else None)
+                dirty, last_render = False, now
+        if kind != "tick":
+            yield sse(kind, data, entry_id)

@@ -1,0 +1,126 @@
+"""Per-answer event streams in Redis: the worker appends, any web process relays (and can resume).
+
+Each answer has one Redis stream. Entries carry a kind and a JSON payload:
+  meta   {"message_id", "conversation_id", ...}      once, when generation starts
+  token  {"text": "..."}                               each delta, as the model sends it
+  reset  {}                                            a redelivered task restarts the answer: drop text so far
+  done   {"status": "done"|"stopped", "message": {...}} last entry of a finished answer
+  error  {"code", "message", "status", "retry_after"?}  last entry of a failed answer
+Entry ids are Redis stream ids, used as SSE event ids, so a reconnect with Last-Event-ID continues right after
+the last event the client saw. A Stop request is a separate key the worker polls.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+STREAM_TTL_S = 3600
+FINAL_KINDS = ("done", "error")
+
+
+def stream_key(message_id: int) -> str:
+    return f"ragdesk:chat:{message_id}:events"
+
+
+def cancel_key(message_id: int) -> str:
+    return f"ragdesk:chat:{message_id}:cancel"
+
+
+@cache
+def client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def async_client() -> aioredis.Redis:
+    """A client for the running event loop (asyncio clients can't be shared across loops); close it after use."""
+    return aioredis.Redis.from_url(settings.REDIS_URL)
+
+
+def _fields(kind: str, data: dict | None) -> dict:
+    return {"k": kind, "d": json.dumps(data or {}, ensure_ascii=False)}
+
+
+def decode(entry) -> tuple[str, str, dict]:
+    entry_id, fields = entry
+    entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    kind = fields[b"k"].decode()
+    return entry_id, kind, json.loads(fields[b"d"])
+
+
+# ------------------------------------------------------------------ sync side (tasks, views)
+
+def publish(message_id: int, kind: str, data: dict | None = None) -> str:
+    key = stream_key(message_id)
+    pipe = client().pipeline(transaction=False)
+    pipe.xadd(key, _fields(kind, data))
+    pipe.expire(key, STREAM_TTL_S)
+    entry_id = pipe.execute()[0]
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+def read(message_id: int, *, after: str = "0", block_ms: int | None = None, count: int = 500):
+    response = client().xread({stream_key(message_id): after}, block=block_ms, count=count)
+    return [decode(e) for _key, entries in response for e in entries] if response else []
+
+
+def history(message_id: int) -> list[tuple[str, str, dict]]:
+    return [decode(e) for e in client().xrange(stream_key(message_id))]
+
+
+def exists(message_id: int) -> bool:
+    return bool(client().exists(stream_key(message_id)))
+
+
+def run_key(message_id: int) -> str:
+    return f"ragdesk:chat:{message_id}:run"
+
+
+def delete(message_id: int) -> None:
+    client().delete(stream_key(message_id), cancel_key(message_id), run_key(message_id))
+
+
+def request_cancel(message_id: int) -> None:
+    client().set(cancel_key(message_id), "1", ex=STREAM_TTL_S)
+
+
+def cancel_requested(message_id: int) -> bool:
+    return bool(client().exists(cancel_key(message_id)))
+
+
+# ------------------------------------------------------------------ async side (worker generation, SSE relay)
+
+class AsyncStream:
+    """One answer's stream for the current event loop."""
+
+    def __init__(self, message_id: int, redis_client: aioredis.Redis | None = None):
+        self.message_id = message_id
+        self.key = stream_key(message_id)
+        self.redis = redis_client or async_client()
+
+    async def publish(self, kind: str, data: dict | None = None) -> str:
+        entry_id = await self.redis.xadd(self.key, _fields(kind, data))
+        return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+    async def touch(self) -> None:
+        await self.redis.expire(self.key, STREAM_TTL_S)
+
+    async def read(self, *, after: str, block_ms: int | None, count: int = 500):
+        response = await self.redis.xread({self.key: after}, block=block_ms, count=count)
+        return [decode(e) for _key, entries in response for e in entries] if response else []
+
+    async def history(self, *, until: str = "+"):
+        return [decode(e) for e in await self.redis.xrange(self.key, "-", until)]
+
+    async def exists(self) -> bool:
+        return bool(await self.redis.exists(self.key))
+
+    async def cancel_requested(self) -> bool:
+        return bool(await self.redis.exists(cancel_key(self.message_id)))
+
+    async def close(self) -> None:
+        await self.redis.aclose()

@@ -1,0 +1,386 @@
+"""The ingestion pipeline: claim a document version, parse, chunk, embed in batches, index, mark ready.
+
+Crash safety. The database is the queue; Celery messages only say "look at document N, version V".
+  * Claim: a conditional UPDATE moves a *queued* document of the expected version to "parsing" with a fresh
+    claim token. Every later write of that run is conditional on the token (the document row is locked with
+    SELECT ... FOR UPDATE inside each write transaction), so a run that was superseded (re-index, delete, or the
+    watchdog handing the work to another worker) stops without writing anything.
+  * Chunks are written per embedding batch, keyed by (document, ordinal) with ON CONFLICT DO NOTHING. A run
+    that resumes a version re-parses (cheap, deterministic) and embeds only the ordinals still missing, so
+    there are never duplicate or missing chunks. A new version first deletes the old chunks in one transaction.
+  * A worker that dies leaves the document in parsing/chunking/embedding with an old heartbeat; the watchdog
+    (Celery beat, `watchdog()`) puts it back in the queue, or fails it after INGEST_MAX_ATTEMPTS claims.
+  * Transient errors (network, rate limits, database hiccups) requeue the document with exponential backoff
+    (`retry_at`); permanent ones (bad file, refused key) fail it with the reason shown to the user.
+
+Fairness. Documents are not pushed to Celery at upload. `dispatch()` keeps at most INGEST_DISPATCH_WINDOW
+messages out for all tenants together and fills free slots round-robin across tenants, a tenant with fewer
+documents in flight first. A tenant with 10,000 queued files therefore holds at most the window, and another
+tenant's upload is dispatched as soon as one slot frees.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext_noop
+
+from accounts.models import Tenant
+from accounts.tenancy import system_scope, tenant_scope
+from knowledge.models import Chunk, Document, KnowledgeBase
+
+log = logging.getLogger(__name__)
+
+QUEUED, PARSING, CHUNKING, EMBEDDING, READY, FAILED = (
+    Document.Status.QUEUED, Document.Status.PARSING, Document.Status.CHUNKING, Document.Status.EMBEDDING,
+    Document.Status.READY, Document.Status.FAILED,
+)
+IN_PROGRESS = (PARSING, CHUNKING, EMBEDDING)
+DISPATCH_LOCK = 0x6B6E6F77  # pg advisory lock key: one dispatcher at a time
+INGEST_QUEUE = "ingest"
+
+# Messages stored on the document (shown in the UI, translated there when they match a catalog entry).
+MSG_FILE_MISSING = gettext_noop("The original file is missing from storage; upload it again.")
+MSG_NO_CHUNKS = gettext_noop("The file contains no text.")
+MSG_INTERRUPTED = gettext_noop("The worker stopped while processing this document; it will be retried.")
+MSG_TOO_LONG = gettext_noop("Processing took too long and was stopped.")
+
+
+def conf(name: str, default):
+    return getattr(settings, name, default)
+
+
+class Superseded(Exception):
+    """This run no longer owns the document (re-indexed, deleted, or reclaimed after a stall)."""
+
+
+class Transient(Exception):
+    """Worth retrying later."""
+
+
+# ------------------------------------------------------------------ one run
+
+
+class Run:
+    def __init__(self, tenant: Tenant, document: Document, token: str):
+        self.tenant = tenant
+        self.document = document
+        self.kb: KnowledgeBase = document.kb
+        self.token = token
+        self.version = document.version
+
+    # ---- conditional writes
+    def _owned(self):
+        return Document.objects.filter(pk=self.document.pk, claim_token=self.token, version=self.version)
+
+    def _lock(self) -> None:
+        if not self._owned().select_for_update().values_list("pk", flat=True).first():
+            raise Superseded
+
+    def _set(self, **fields) -> None:
+        now = timezone.now()
+        fields.setdefault("heartbeat_at", now)
+        fields.setdefault("updated_at", now)
+        if not self._owned().update(**fields):
+            raise Superseded
+        for key, value in fields.items():
+            if not hasattr(value, "resolve_expression"):
+                setattr(self.document, key, value)
+
+    def heartbeat(self, *_args) -> None:
+        self._set()
+
+    # ---- stages
+    def execute(self) -> None:
+        from knowledge import chunking, parsers
+        from knowledge.embeddings import EmbeddingError, get_embedder
+        from knowledge.parsers import ParseError, UnsupportedFile, format_for
+        from knowledge.search import services as search
+
+        doc, kb = self.document, self.kb
+        try:
+            fmt = format_for(doc.filename)
+        except UnsupportedFile as exc:
+            raise ParseError(str(exc)) from exc
+        data = self._read_file()
+        parsed = parsers.parse(fmt, data, filename=doc.filename, progress=self.heartbeat)
+        del data
+        update = {"status": CHUNKING, "page_count": parsed.page_count}
+        if parsed.title and doc.title == doc.filename:
+            update["title"] = parsed.title[:300]
+        self._set(**update)
+
+        drafts = chunking.chunk_document(parsed, size=kb.chunk_size, overlap=kb.chunk_overlap)
+        del parsed
+        if not drafts:
+            raise ParseError(MSG_NO_CHUNKS)
+        with transaction.atomic():
+            self._lock()
+            fresh = Document.objects.filter(pk=doc.pk).values("chunks_version", "chunks_total").get()
+            if fresh["chunks_version"] != self.version or fresh["chunks_total"] != len(drafts):
+                search.postings_delete_document(tenant=self.tenant, document_id=doc.pk)
+                Chunk.objects.filter(document_id=doc.pk).delete()
+            existing = set(Chunk.objects.filter(document_id=doc.pk).values_list("ordinal", flat=True))
+            self._set(status=EMBEDDING, chunks_version=self.version, chunks_total=len(drafts),
+                      chunks_embedded=len(existing))
+
+        embedder = get_embedder(kb.embedding_model)
+        if embedder.dim != kb.embedding_dim:
+            raise EmbeddingError(
+                f"The embedding model gives {embedder.dim}-dimensional vectors but the knowledge base stores "
+                f"{kb.embedding_dim}; re-create the knowledge base or change its model."
+            )
+        todo = [d for d in drafts if d.ordinal not in existing]
+        batch_size = max(1, int(conf("INGEST_EMBED_BATCH", 32)))
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            vectors = embedder.embed_documents(
+                [d.embed_text for d in batch], tenant=self.tenant, usage=self._usage(batch[0].ordinal)
+            )
+            rows = [
+                Chunk(tenant_id=self.tenant.pk, document_id=doc.pk, kb_id=kb.pk, ordinal=d.ordinal, text=d.text,
+                      page=d.page, heading_path=d.heading_path, char_start=d.char_start, char_end=d.char_end,
+                      token_count=d.token_count, embedding=vector, embedding_dim=kb.embedding_dim)
+                for d, vector in zip(batch, vectors, strict=True)
+            ]
+            with transaction.atomic():
+                self._lock()
+                Chunk.objects.bulk_create(rows, ignore_conflicts=True)
+                self._set(chunks_embedded=Chunk.objects.filter(document_id=doc.pk).count())
+
+        self._finish(len(drafts))
+
+    def _finish(self, expected: int) -> None:
+        from knowledge.search import services as search
+
+        doc = self.document
+        with transaction.atomic():
+            self._lock()
+            stored = Chunk.objects.filter(document_id=doc.pk).count()
+            if stored != expected:  # cannot happen unless something else wrote chunks: start over
+                raise Transient(f"chunk count {stored} != {expected}")
+            doc.refresh_from_db()
+            search.postings_index_document(tenant=self.tenant, document=doc)
+            now = timezone.now()
+            self._set(status=READY, finished_at=now, claim_token="", dispatched_at=None, error="",
+                      chunks_embedded=stored)
+
+    def _usage(self, first_ordinal: int):
+        from billing.types import Stage, UsageContext
+
+        return UsageContext(
+            stage=Stage.EMBEDDING,
+            idempotency_key=f"embed:{self.document.pk}:v{self.version}:{first_ordinal}",
+            user_id=self.document.uploaded_by_id, document_id=self.document.pk,
+        )
+
+    def _read_file(self) -> bytes:
+        from knowledge.parsers import ParseError
+
+        doc = self.document
+        if not doc.file:
+            raise ParseError(MSG_FILE_MISSING)
+        try:
+            with doc.file.storage.open(doc.file.name, "rb") as fh:
+                return fh.read()
+        except FileNotFoundError as exc:
+            raise ParseError(MSG_FILE_MISSING) from exc
+        except OSError as exc:  # network storage hiccup
+            raise Transient(f"storage: {exc}") from exc
+
+    # ---- endings
+    def fail(self, message: str) -> None:
+        now = timezone.now()
+        self._owned().update(status=FAILED, error=message[:2000], finished_at=now, claim_token="",
+                             dispatched_at=None, heartbeat_at=now, updated_at=now)
+
+    def defer(self, reason: str) -> None:
+        """Back to the queue with backoff, or failed when the attempts are used up."""
+        attempts = Document.objects.filter(pk=self.document.pk).values_list("attempts", flat=True).first() or 0
+        max_attempts = conf("INGEST_MAX_ATTEMPTS", 5)
+        if attempts >= max_attempts:
+            self.fail(f"Gave up after {attempts} attempts. Last error: {reason}")
+            return
+        delay = min(conf("INGEST_RETRY_BASE_SECONDS", 10) * (3 ** (attempts - 1)), 900) * random.uniform(0.8, 1.2)
+        now = timezone.now()
+        self._owned().update(status=QUEUED, claim_token="", dispatched_at=None, retry_at=now + timedelta(seconds=delay),
+                             error=f"Retrying: {reason}"[:2000], heartbeat_at=now, updated_at=now)
+
+
+def claim(*, document_id: int, version: int | None, force: bool = False) -> str | None:
+    """Take a queued document for processing; the claim token, or None when it is not ours to take."""
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    waiting = Document.objects.filter(pk=document_id, status=QUEUED)
+    if version is not None:
+        waiting = waiting.filter(version=version)
+    if not force:
+        waiting = waiting.filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now))
+    claimed = waiting.update(status=PARSING, claim_token=token, heartbeat_at=now, started_at=now, finished_at=None,
+                             attempts=F("attempts") + 1, retry_at=None, error="", updated_at=now)
+    return token if claimed else None
+
+
+def run_document(*, document_id: int, version: int | None = None, force: bool = False) -> str:
+    """Process one document if it is waiting. Returns what happened: ready, failed, deferred, skipped..."""
+    with system_scope():
+        tenant_id = Document.all_tenants.filter(pk=document_id).values_list("tenant_id", flat=True).first()
+    if tenant_id is None:
+        return "gone"
+    tenant = Tenant.objects.get(pk=tenant_id)
+    with tenant_scope(tenant):
+        return _run(tenant, document_id, version, force)
+
+
+def _run(tenant: Tenant, document_id: int, version: int | None, force: bool) -> str:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from knowledge.embeddings import EmbeddingError
+    from knowledge.parsers import ParseError
+
+    token = claim(document_id=document_id, version=version, force=force)
+    if token is None:
+        return "skipped"
+    document = Document.objects.select_related("kb").get(pk=document_id)
+    run = Run(tenant, document, token)
+    try:
+        run.execute()
+        return "ready"
+    except Superseded:
+        log.info("document %s v%s superseded during processing", document_id, run.version)
+        return "superseded"
+    except ParseError as exc:
+        run.fail(exc.message)
+        return "failed"
+    except EmbeddingError as exc:
+        if exc.retryable:
+            run.defer(exc.message)
+            return "deferred"
+        run.fail(exc.message)
+        return "failed"
+    except SoftTimeLimitExceeded:
+        run.fail(MSG_TOO_LONG)
+        return "failed"
+    except (OperationalError, InterfaceError) as exc:
+        log.warning("document %s: database error, will retry: %s", document_id, exc)
+        connection.close()  # the next query reconnects
+        _quietly(run.defer, "database unavailable")
+        return "deferred"
+    except Transient as exc:
+        run.defer(str(exc))
+        return "deferred"
+    except Exception as exc:
+        log.exception("document %s: unexpected error", document_id)
+        if isinstance(exc, DatabaseError):
+            connection.close()
+        _quietly(run.defer, f"unexpected error ({type(exc).__name__})")
+        return "deferred"
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception:  # the watchdog recovers the document later
+        log.exception("could not record the outcome; the watchdog will requeue the document")
+
+
+# ------------------------------------------------------------------ dispatcher and watchdog
+
+_PICK_SQL = """
+WITH waiting AS (
+    SELECT DISTINCT tenant_id FROM knowledge_document WHERE status = 'queued' AND dispatched_at IS NULL
+), busy AS (
+    SELECT tenant_id, count(*) AS n FROM knowledge_document
+    WHERE (status = 'queued' AND dispatched_at IS NOT NULL) OR status IN ('parsing', 'chunking', 'embedding')
+    GROUP BY tenant_id
+)
+SELECT id, version FROM (
+    SELECT x.id, x.version, x.created_at,
+           row_number() OVER (PARTITION BY w.tenant_id ORDER BY x.created_at, x.id) + COALESCE(b.n, 0) AS turn
+    FROM waiting w
+    LEFT JOIN busy b ON b.tenant_id = w.tenant_id
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.version, d.created_at FROM knowledge_document d
+        WHERE d.tenant_id = w.tenant_id AND d.status = 'queued' AND d.dispatched_at IS NULL
+          AND (d.retry_at IS NULL OR d.retry_at <= now())
+        ORDER BY d.created_at, d.id
+        LIMIT %(slots)s
+    ) x
+) picks
+ORDER BY turn, created_at, id
+LIMIT %(slots)s
+"""
+
+
+def pick_fair(slots: int) -> list[tuple[int, int]]:
+    """Up to `slots` waiting (document id, version) pairs, round-robin across tenants (system scope)."""
+    if slots <= 0:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(_PICK_SQL, {"slots": slots})
+        return [(row[0], row[1]) for row in cursor.fetchall()]
+
+
+def in_flight() -> int:
+    return Document.all_tenants.filter(
+        Q(status=QUEUED, dispatched_at__isnull=False) | Q(status__in=IN_PROGRESS)
+    ).count()
+
+
+def dispatch(*, send=None) -> int:
+    """Send task messages for waiting documents while the window has room. Returns how many were sent."""
+    from knowledge.tasks import process_document
+
+    queue = conf("INGEST_QUEUE", INGEST_QUEUE)
+    send = send or (lambda doc_id, version: process_document.apply_async((doc_id, version), queue=queue))
+    window = max(1, int(conf("INGEST_DISPATCH_WINDOW", 8)))
+    with system_scope():
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [DISPATCH_LOCK])
+            picks = pick_fair(window - in_flight())
+            if picks:
+                Document.all_tenants.filter(pk__in=[p[0] for p in picks]).update(dispatched_at=timezone.now())
+        for doc_id, version in picks:
+            send(doc_id, version)
+    return len(picks)
+
+
+def request_dispatch() -> None:
+    """After an upload or re-index commits. A broker outage must not fail the request: the watchdog retries."""
+    try:
+        dispatch()
+    except Exception:
+        log.warning("ingest dispatch failed; the watchdog will retry", exc_info=True)
+
+
+def watchdog(*, stale_after: float | None = None, now=None, send=None) -> dict:
+    """Requeue work whose worker died or whose message was lost; fail documents that keep crashing workers."""
+    now = now or timezone.now()
+    stale_after = conf("INGEST_STALE_AFTER_SECONDS", 600) if stale_after is None else stale_after
+    cutoff = now - timedelta(seconds=stale_after)
+    max_attempts = conf("INGEST_MAX_ATTEMPTS", 5)
+    with system_scope():
+        lost = Document.all_tenants.filter(status=QUEUED, dispatched_at__lt=cutoff).update(dispatched_at=None)
+        dead = Document.all_tenants.filter(status__in=IN_PROGRESS).filter(
+            Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)
+        )
+        given_up = dead.filter(attempts__gte=max_attempts).update(
+            status=FAILED, claim_token="", dispatched_at=None, finished_at=now, updated_at=now,
+            error=f"Processing was interrupted {max_attempts} times (the file may be too large for the worker).",
+        )
+        requeued = dead.filter(attempts__lt=max_attempts).update(
+            status=QUEUED, claim_token="", dispatched_at=None, retry_at=None, updated_at=now, error=MSG_INTERRUPTED,
+        )
+    sent = dispatch(send=send)
+    if lost or given_up or requeued:
+        log.warning("ingest watchdog: %s lost messages, %s stalled runs requeued, %s given up",
+                    lost, requeued, given_up)
+    return {"lost": lost, "requeued": requeued, "failed": given_up, "dispatched": sent}

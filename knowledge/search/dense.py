@@ -1,0 +1,84 @@
+"""Dense retrieval: pgvector HNSW (cosine) over the tenant's chunks of the chosen KBs.
+
+One chunk table serves every embedding model through a partial HNSW index per dimension
+(knowledge migration 0002), so the query repeats the index expression `embedding::vector(<dim>)` and its
+predicate `embedding_dim = <dim>`. The connection runs with hnsw.iterative_scan=relaxed_order, so a filtered
+scan keeps going until `limit` rows pass the tenant/KB filters; results are re-sorted exactly here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+from django.db import connection, transaction
+
+_QUERY_CACHE: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+_QUERY_CACHE_SIZE = 512
+_cache_lock = threading.Lock()
+
+
+def vector_literal(vector) -> str:
+    return "[" + ",".join(f"{float(x):.7g}" for x in np.asarray(vector).ravel()) + "]"
+
+
+def embed_query(*, tenant, model: str, text: str, usage=None) -> np.ndarray:
+    """The query's vector for `model`, memoised per process (the same question is often asked again)."""
+    key = (model, text)
+    with _cache_lock:
+        hit = _QUERY_CACHE.get(key)
+        if hit is not None:
+            _QUERY_CACHE.move_to_end(key)
+            return hit
+    from knowledge.embeddings import get_embedder
+
+    embedder = get_embedder(model)
+    if getattr(embedder, "billed", False):
+        vector = embedder.embed_query(text, tenant=tenant, usage=usage)
+    else:
+        vector = embedder.embed_query(text)
+    vector = np.asarray(vector, dtype=np.float32)
+    norm = float(np.linalg.norm(vector))
+    if norm > 0:
+        vector = vector / norm
+    if not getattr(embedder, "billed", False):  # billed vectors are cheap to keep too, but tenants differ
+        with _cache_lock:
+            _QUERY_CACHE[key] = vector
+            while len(_QUERY_CACHE) > _QUERY_CACHE_SIZE:
+                _QUERY_CACHE.popitem(last=False)
+    return vector
+
+
+def dense_search(*, tenant, kb_ids: list[int], dim: int, vector, limit: int,
+                 document_ids: list[int] | None = None) -> list[tuple[int, float]]:
+    """Top `limit` (chunk_id, cosine similarity) among the KBs' chunks of dimension `dim`, best first."""
+    if not kb_ids or limit <= 0:
+        return []
+    dim = int(dim)
+    literal = vector_literal(vector)
+    doc_filter = "AND document_id = ANY(%s)" if document_ids is not None else ""
+    params: list = [literal, tenant.pk, list(kb_ids), dim]
+    if document_ids is not None:
+        params.append(list(document_ids))
+    params += [literal, limit]
+    sql = f"""
+        SELECT id, embedding::vector({dim}) <=> %s::vector({dim}) AS distance
+        FROM knowledge_chunk
+        WHERE tenant_id = %s AND kb_id = ANY(%s) AND embedding_dim = %s AND embedding IS NOT NULL {doc_filter}
+        ORDER BY embedding::vector({dim}) <=> %s::vector({dim})
+        LIMIT %s
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The candidate list must not be cut short by the default ef_search (40).
+        cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(max(40, min(1000, limit)))])
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    hits = [(int(cid), 1.0 - float(distance)) for cid, distance in rows if distance is not None]
+    hits.sort(key=lambda h: (-h[1], h[0]))
+    return hits
+
+
+def bare_topk(*, tenant, kb_ids: list[int], dim: int, vector, limit: int) -> list[tuple[int, float]]:
+    """The plain pgvector top-k query (no fusion, no hydration), for benchmarks."""
+    return dense_search(tenant=tenant, kb_ids=kb_ids, dim=dim, vector=vector, limit=limit)

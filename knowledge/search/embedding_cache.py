@@ -1,0 +1,55 @@
+"""On-disk cache of embeddings for evaluation and benchmarks (never used on the serving path).
+
+Embedding a benchmark corpus takes minutes on two cores; the vectors only depend on the model and the exact
+texts, so they are kept under var/cache/embeddings/<model>/<sha256 of the texts>.npy and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+
+from knowledge.embeddings import get_embedder
+
+
+def cache_dir() -> Path:
+    return Path(getattr(settings, "EMBEDDING_CACHE_DIR", settings.BASE_DIR / "var" / "cache" / "embeddings"))
+
+
+def _fingerprint(texts: list[str], kind: str) -> str:
+    digest = hashlib.sha256(kind.encode())
+    for text in texts:
+        digest.update(hashlib.sha256(text.encode()).digest())
+    return digest.hexdigest()[:32]
+
+
+def embed_cached(model: str, texts: list[str], *, kind: str = "documents", batch_size: int = 64,
+                 progress=None) -> np.ndarray:
+    """Unit-length float32 vectors for `texts` (kind "documents" or "queries"), cached on disk."""
+    path = cache_dir() / re.sub(r"[^\w.-]+", "_", model) / f"{kind}-{_fingerprint(texts, kind)}.npy"
+    if path.exists():
+        vectors = np.load(path)
+        if vectors.shape[0] == len(texts):
+            return vectors
+    embedder = get_embedder(model)
+    parts = []
+    for start in range(0, len(texts), batch_size):
+        batch = texts[start : start + batch_size]
+        if kind == "queries":
+            parts.append(np.stack([embedder.embed_query(t) for t in batch]))
+        else:
+            parts.append(np.asarray(embedder.embed_documents(batch)))
+        if progress:
+            progress(min(start + batch_size, len(texts)), len(texts))
+    vectors = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, embedder.dim), np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = vectors / np.where(norms == 0, 1, norms)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, vectors)
+    tmp.replace(path)
+    return vectors

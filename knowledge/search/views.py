@@ -1,0 +1,158 @@
+"""Admin pages of a KB's retrieval: the retrieval test page, settings, and evaluation (questions, runs, chart)."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from accounts.decorators import tenant_admin_required
+from accounts.selectors import tenant_object_or_404
+from accounts.tenancy import tenant_scope
+from knowledge.models import Document, KnowledgeBase
+from knowledge.search import evaluation
+from knowledge.search.charts import runs_chart
+from knowledge.search.config import SettingsError, clean_settings, settings_for
+from knowledge.search.forms import EvalQuestionForm, EvalUploadForm, RetrievalSettingsForm, TestSearchForm
+from knowledge.search.models import EvalQuestion, EvalRun
+from knowledge.search.selectors import SearchError, search
+
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+
+
+def _kb(request, kb_id) -> KnowledgeBase:
+    return tenant_object_or_404(KnowledgeBase, tenant=request.tenant, pk=kb_id)
+
+
+@tenant_admin_required
+def retrieval_test(request, kb_id: int):
+    kb = _kb(request, kb_id)
+    form = TestSearchForm(request.GET or None, initial={"k": settings_for(kb).k})
+    result = error = None
+    if request.GET and form.is_valid():
+        try:
+            result = search(tenant=request.tenant, kb_ids=[kb.pk], query=form.cleaned_data["query"],
+                            k=form.cleaned_data["k"], options={"mode": form.cleaned_data["mode"],
+                                                               "usage": {"user_id": request.user.pk}})
+        except SearchError as exc:
+            error = exc.message
+    context = {"kb": kb, "form": form, "result": result, "error": error, "tab": "test"}
+    template = "knowledge/search/_test_results.html" if request.htmx else "knowledge/search/test.html"
+    return render(request, template, context)
+
+
+@tenant_admin_required
+def retrieval_settings(request, kb_id: int):
+    kb = _kb(request, kb_id)
+    current = settings_for(kb)
+    form = RetrievalSettingsForm.for_settings(current, data=request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        values = {key: value for key, value in form.cleaned_data.items()}
+        try:
+            cleaned = clean_settings(values)
+        except SettingsError as exc:
+            for field, message in exc.errors.items():
+                form.add_error(field if field in form.fields else None, message)
+        else:
+            with tenant_scope(request.tenant):
+                KnowledgeBase.objects.filter(pk=kb.pk).update(retrieval={**(kb.retrieval or {}), **cleaned})
+            messages.success(request, _("Retrieval settings saved."))
+            return redirect("search:settings", kb_id=kb.pk)
+    return render(request, "knowledge/search/settings.html", {"kb": kb, "form": form, "tab": "settings"})
+
+
+def _documents(request, kb):
+    with tenant_scope(request.tenant):
+        return list(Document.objects.filter(tenant=request.tenant, kb=kb).order_by("title").values_list("pk", "title")[:2000])
+
+
+@tenant_admin_required
+def evaluation_home(request, kb_id: int):
+    kb = _kb(request, kb_id)
+    with tenant_scope(request.tenant):
+        questions = list(EvalQuestion.objects.filter(tenant=request.tenant, kb=kb).prefetch_related("expected_documents"))
+        runs = list(EvalRun.objects.filter(tenant=request.tenant, kb=kb)[:30])
+    chart = runs_chart(list(reversed(runs)), title=_("Evaluation runs of %(kb)s") % {"kb": kb.name})
+    return render(request, "knowledge/search/evaluation.html", {
+        "kb": kb, "questions": questions, "runs": runs, "chart": chart, "tab": "evaluation",
+        "question_form": EvalQuestionForm(documents=_documents(request, kb)), "upload_form": EvalUploadForm(),
+    })
+
+
+@tenant_admin_required
+@require_POST
+def evaluation_question_add(request, kb_id: int):
+    kb = _kb(request, kb_id)
+    form = EvalQuestionForm(request.POST, documents=_documents(request, kb))
+    if form.is_valid():
+        try:
+            evaluation.eval_question_create(tenant=request.tenant, kb=kb, text=form.cleaned_data["text"],
+                                            document_ids=[int(i) for i in form.cleaned_data["documents"]])
+            messages.success(request, _("Question added."))
+        except evaluation.UploadError as exc:
+            messages.error(request, str(exc))
+    else:
+        messages.error(request, _("Enter a question and choose at least one expected document."))
+    return redirect("search:evaluation", kb_id=kb.pk)
+
+
+@tenant_admin_required
+@require_POST
+def evaluation_upload(request, kb_id: int):
+    kb = _kb(request, kb_id)
+    form = EvalUploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        messages.error(request, _("Choose a JSONL or CSV file."))
+        return redirect("search:evaluation", kb_id=kb.pk)
+    upload = form.cleaned_data["file"]
+    if upload.size > MAX_UPLOAD_BYTES:
+        messages.error(request, _("The file is larger than 5 MB."))
+        return redirect("search:evaluation", kb_id=kb.pk)
+    try:
+        outcome = evaluation.eval_questions_import(tenant=request.tenant, kb=kb, data=upload.read(),
+                                                   filename=upload.name)
+    except evaluation.UploadError as exc:
+        messages.error(request, str(exc))
+    else:
+        text = _("%(n)s questions imported.") % {"n": outcome["created"]}
+        if outcome["with_unresolved"]:
+            text += " " + _("%(n)s name documents that were not found; they are marked below.") % {
+                "n": outcome["with_unresolved"]}
+        messages.success(request, text)
+    return redirect("search:evaluation", kb_id=kb.pk)
+
+
+@tenant_admin_required
+@require_POST
+def evaluation_question_delete(request, eval_question_id: int):
+    question = tenant_object_or_404(EvalQuestion, tenant=request.tenant, pk=eval_question_id)
+    kb_id = question.kb_id
+    evaluation.eval_question_delete(tenant=request.tenant, question=question)
+    messages.success(request, _("Question deleted."))
+    return redirect("search:evaluation", kb_id=kb_id)
+
+
+@tenant_admin_required
+@require_POST
+def evaluation_run(request, kb_id: int):
+    kb = _kb(request, kb_id)
+    run = evaluation.eval_run_create(tenant=request.tenant, kb=kb, user=request.user)
+    if run.status == EvalRun.Status.FAILED:
+        messages.error(request, run.error)
+    else:
+        messages.success(request, _("Evaluation finished: nDCG@10 %(ndcg).3f, Recall@%(k)s %(recall).3f, MRR %(mrr).3f.")
+                         % {"ndcg": run.ndcg_at_10, "k": run.k, "recall": run.recall_at_k, "mrr": run.mrr})
+    return redirect("search:evaluation", kb_id=kb.pk)
+
+
+@tenant_admin_required
+def evaluation_run_detail(request, eval_run_id: int):
+    run = tenant_object_or_404(EvalRun, tenant=request.tenant, pk=eval_run_id)
+    with tenant_scope(request.tenant):
+        kb = run.kb
+        ids = {d for row in run.per_question for d in row.get("found", []) + row.get("expected", [])}
+        titles = dict(Document.objects.filter(tenant=request.tenant, pk__in=ids).values_list("pk", "title"))
+    rows = [{**row, "found_titles": [(d, titles.get(d, f"#{d}"), d in row.get("expected", [])) for d in row.get("found", [])],
+             "expected_titles": [titles.get(d, f"#{d}") for d in row.get("expected", [])]} for row in run.per_question]
+    return render(request, "knowledge/search/run_detail.html", {"kb": kb, "run": run, "rows": rows, "tab": "evaluation"})

@@ -1,0 +1,54 @@
+"""Knowledge bases and documents: the reads."""
+
+from __future__ import annotations
+
+from django.db.models import Count, Q, QuerySet
+
+from accounts.models import Tenant
+from accounts.selectors import tenant_object_or_404, tenant_objects
+from knowledge.models import Chunk, Document, KnowledgeBase
+
+
+def kb_list(*, tenant: Tenant) -> QuerySet:
+    active = ("queued", "parsing", "chunking", "embedding")
+    return tenant_objects(KnowledgeBase, tenant=tenant).annotate(
+        document_count=Count("documents", distinct=True),
+        ready_count=Count("documents", filter=Q(documents__status="ready"), distinct=True),
+        failed_count=Count("documents", filter=Q(documents__status="failed"), distinct=True),
+        active_count=Count("documents", filter=Q(documents__status__in=active), distinct=True),
+    ).order_by("name")
+
+
+def kb_get(*, tenant: Tenant, kb_id) -> KnowledgeBase:
+    return tenant_object_or_404(KnowledgeBase, tenant=tenant, pk=kb_id)
+
+
+def kb_get_by_name(*, tenant: Tenant, name: str) -> KnowledgeBase | None:
+    return tenant_objects(KnowledgeBase, tenant=tenant).filter(name__iexact=name).first()
+
+
+def kb_stats(*, tenant: Tenant, kb: KnowledgeBase) -> dict:
+    docs = tenant_objects(Document, tenant=tenant).filter(kb=kb)
+    by_status = dict(docs.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    return {
+        "documents": sum(by_status.values()),
+        "by_status": by_status,
+        "chunks": tenant_objects(Chunk, tenant=tenant).filter(kb=kb).count(),
+    }
+
+
+def document_list(*, tenant: Tenant, kb: KnowledgeBase | None = None, status: str | None = None) -> QuerySet:
+    docs = tenant_objects(Document, tenant=tenant).select_related("kb", "uploaded_by")
+    if kb is not None:
+        docs = docs.filter(kb=kb)
+    if status:
+        docs = docs.filter(status=status)
+    return docs.order_by("-created_at", "-id")
+
+
+def document_get(*, tenant: Tenant, document_id) -> Document:
+    return tenant_object_or_404(Document, tenant=tenant, pk=document_id)
+
+
+def chunk_list(*, tenant: Tenant, document: Document) -> QuerySet:
+    return tenant_objects(Chunk, tenant=tenant).filter(document=document).defer("embedding").order_by("ordinal")

@@ -1,0 +1,71 @@
+from rest_framework import serializers
+
+from knowledge.models import Chunk, Document, KnowledgeBase
+from knowledge.services import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+
+
+class KnowledgeBaseSerializer(serializers.ModelSerializer):
+    document_count = serializers.IntegerField(read_only=True, required=False)
+
+    class Meta:
+        model = KnowledgeBase
+        fields = ["id", "name", "description", "language", "embedding_model", "embedding_dim", "chunk_size",
+                  "chunk_overlap", "retrieval", "created_at", "updated_at", "document_count"]
+        read_only_fields = ["id", "embedding_dim", "created_at", "updated_at", "document_count"]
+
+
+class KnowledgeBaseWriteSerializer(serializers.Serializer):
+    """Create (name required) or update (any subset). Changing embedding_model or chunking re-indexes."""
+
+    name = serializers.CharField(max_length=120)
+    description = serializers.CharField(required=False, allow_blank=True)
+    language = serializers.ChoiceField(choices=KnowledgeBase.Language.choices, required=False)
+    embedding_model = serializers.CharField(max_length=200, required=False,
+                                            help_text="One of the models the operator offers (EMBEDDING_MODELS).")
+    chunk_size = serializers.IntegerField(min_value=MIN_CHUNK_SIZE, max_value=MAX_CHUNK_SIZE, required=False)
+    chunk_overlap = serializers.IntegerField(min_value=0, max_value=MAX_CHUNK_SIZE // 2, required=False)
+    retrieval = serializers.JSONField(required=False)
+
+
+class ProgressSerializer(serializers.Serializer):
+    chunks_embedded = serializers.IntegerField()
+    chunks_total = serializers.IntegerField()
+    percent = serializers.IntegerField()
+
+
+class DocumentSerializer(serializers.ModelSerializer):
+    progress = serializers.SerializerMethodField()
+    kb_id = serializers.IntegerField(read_only=True)
+    retry_at = serializers.DateTimeField(read_only=True)
+
+    class Meta:
+        model = Document
+        fields = ["id", "kb_id", "title", "filename", "content_type", "size", "sha256", "status", "error",
+                  "progress", "page_count", "version", "attempts", "retry_at", "created_at", "updated_at",
+                  "started_at", "finished_at"]
+        read_only_fields = fields
+
+    def get_progress(self, document) -> dict:
+        return {"chunks_embedded": document.chunks_embedded, "chunks_total": document.chunks_total,
+                "percent": document.progress_percent}
+
+
+class DocumentUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="One file: .txt .md .pdf .csv .docx .html")
+    title = serializers.CharField(required=False, allow_blank=True, max_length=300)
+
+
+class DocumentUploadResultSerializer(DocumentSerializer):
+    duplicate = serializers.BooleanField(read_only=True, help_text="True: the same file was already in the KB; "
+                                                                   "this is that document, not indexed again.")
+
+    class Meta(DocumentSerializer.Meta):
+        fields = [*DocumentSerializer.Meta.fields, "duplicate"]
+        read_only_fields = fields
+
+
+class ChunkSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Chunk
+        fields = ["id", "ordinal", "text", "page", "heading_path", "char_start", "char_end", "token_count"]
+        read_only_fields = fields

@@ -1,0 +1,115 @@
+"""The upload size limit, enforced before a large body is read.
+
+Three layers, because each server stack reads bodies differently:
+  * browsers check `file.size` before sending (templates/knowledge/kb_detail.html);
+  * views refuse a Content-Length over the limit before touching request.POST/FILES, and
+    `SizeLimitUploadHandler` stops reading a body that grows past the limit without announcing its length;
+  * under ASGI Django buffers the whole body before any view runs, so `UploadLimitMiddleware` wraps the
+    ASGI application (config/asgi.py) and answers 413 for an announced oversize body without reading it, and
+    cuts off a chunked body at the limit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+
+MULTIPART_SLACK = 64 * 1024  # boundaries, headers and small form fields around the file
+UPLOAD_PATHS = re.compile(r"^/(?:knowledge/\d+/upload/|api/v1/knowledge-bases/\d+/documents/?)$")
+
+
+def limit_bytes() -> int:
+    from knowledge.services import max_upload_bytes
+
+    return max_upload_bytes()
+
+
+def declared_too_large(request) -> bool:
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return False
+    return length > limit_bytes() + MULTIPART_SLACK
+
+
+class SizeLimitUploadHandler(FileUploadHandler):
+    """Stops the multipart parser once one file exceeds the limit; the view then answers 413."""
+
+    def __init__(self, request=None):
+        super().__init__(request)
+        self.limit = limit_bytes()
+        self.received = 0
+        self.exceeded = False
+
+    def new_file(self, *args, **kwargs):
+        self.received = 0
+        return super().new_file(*args, **kwargs)
+
+    def receive_data_chunk(self, raw_data, start):
+        self.received += len(raw_data)
+        if self.received > self.limit:
+            self.exceeded = True
+            raise StopUpload(connection_reset=True)
+        return raw_data
+
+    def file_complete(self, file_size):
+        return None
+
+
+def install_limit(request) -> SizeLimitUploadHandler:
+    """Put the limit in front of the upload handlers. When something already read the body (a CSRF check of
+    a session-authenticated API call), the file's size is still checked afterwards by document_create."""
+    handler = SizeLimitUploadHandler(request)
+    if not hasattr(request, "_files"):
+        request.upload_handlers.insert(0, handler)
+    return handler
+
+
+class UploadLimitMiddleware:
+    """ASGI middleware: refuse oversize uploads on the upload routes before the body is read."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST" or not UPLOAD_PATHS.match(scope.get("path", "")):
+            return await self.app(scope, receive, send)
+        limit = limit_bytes() + MULTIPART_SLACK
+        length = None
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = None
+        if length is not None and length > limit:
+            return await self._refuse(scope, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    return {"type": "http.disconnect"}  # Django aborts the request; nothing is stored
+            return message
+
+        return await self.app(scope, limited_receive, send)
+
+    async def _refuse(self, scope, send):
+        from knowledge.services import too_large_message
+
+        message = str(too_large_message())
+        if scope["path"].startswith("/api/"):
+            body = {"error": {"code": "too_large", "message": message}, "request_id": "-"}
+        else:
+            body = {"ok": False, "code": "too_large", "message": message}
+        payload = json.dumps(body).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+            (b"connection", b"close"),
+        ]})
+        await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,38 @@
+from rest_framework import serializers
+
+from llm.models import TenantProvider
+
+
+class TargetSerializer(serializers.Serializer):
+    target = serializers.CharField(help_text="'<pool or provider>/<model>', e.g. 'local/smollm2'")
+    label = serializers.CharField()
+    is_local = serializers.BooleanField(help_text="Self-hosted (allowed under a local-only data policy)")
+
+
+class TargetListSerializer(serializers.Serializer):
+    default_answer_target = serializers.CharField()
+    default_cheap_target = serializers.CharField()
+    data_policy = serializers.CharField()
+    targets = TargetSerializer(many=True)
+
+
+class TenantProviderSerializer(serializers.ModelSerializer):
+    api_key = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=400,
+                                    style={"input_type": "password"},
+                                    help_text="Stored encrypted; never returned.")
+    targets = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TenantProvider
+        fields = ["id", "name", "base_url", "api_key", "api_key_hint", "models", "self_hosted", "max_concurrency",
+                  "created_at", "last_checked_at", "last_error", "targets"]
+        read_only_fields = ["id", "api_key_hint", "created_at", "last_checked_at", "last_error", "targets"]
+        extra_kwargs = {"name": {"validators": []}}
+
+    def get_targets(self, provider) -> list[str]:
+        return [f"{provider.pool_name}/{m}" for m in provider.models]
+
+
+class ProviderTestSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    message = serializers.CharField()

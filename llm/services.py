@@ -1,0 +1,131 @@
+"""Writes: health checks (Celery beat, the status page's "check now", the admin action) and tenants' own
+OpenAI-compatible providers (stored with an encrypted key)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import urlparse
+
+from asgiref.sync import async_to_sync
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from accounts.tenancy import tenant_scope
+from llm import registry, state
+from llm.models import PoolServer, TenantProvider
+from llm.providers import ProviderError, adapter_for
+from llm.registry import PoolSpec, ServerSpec
+
+logger = logging.getLogger(__name__)
+
+PROBE_TIMEOUT_S = 5.0
+
+
+async def _probe_many(pairs: list[tuple[PoolSpec, ServerSpec]]) -> list[tuple[PoolSpec, ServerSpec, object, str]]:
+    async def one(pool: PoolSpec, server: ServerSpec):
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S + 1):
+                found = await adapter_for(pool.kind).probe(server, timeout=min(pool.connect_timeout_s + 2,
+                                                                                PROBE_TIMEOUT_S))
+            return pool, server, found, ""
+        except ProviderError as exc:
+            return pool, server, None, exc.message
+        except TimeoutError:
+            return pool, server, None, f"{server.name} did not answer the health check in time"
+        except Exception as exc:  # noqa: BLE001 - one odd server must not stop the round
+            return pool, server, None, f"{server.name}: {type(exc).__name__}"
+
+    try:
+        return await asyncio.gather(*(one(p, s) for p, s in pairs))
+    finally:
+        await state.close_loop_resources()
+
+
+def probe_servers(pairs: list[tuple[PoolSpec, ServerSpec]]):
+    if not pairs:
+        return []
+    return async_to_sync(_probe_many, force_new_loop=True)(pairs)
+
+
+def health_check_all(*, pool_names: set[str] | None = None) -> list[dict]:
+    """Probe every platform server once: discover models (/api/tags, /v1/models) and what is loaded (/api/ps),
+    end cooldowns of servers that answer, start one for servers that don't. Returns one line per server."""
+    registry.invalidate()
+    pairs = [(pool, server) for pool in registry.platform_pools() for server in pool.servers
+             if pool_names is None or pool.name in pool_names]
+    report = []
+    now = timezone.now()
+    for pool, server, found, error in probe_servers(pairs):
+        state.record_probe_sync(server.sid, models=getattr(found, "models", None),
+                                loaded=getattr(found, "loaded", None), version=getattr(found, "version", ""),
+                                error=error)
+        if server.sid.startswith("db:"):
+            fields = {"last_checked_at": now, "last_error": error[:500]}
+            if found is not None and found.models is not None:
+                fields["discovered_models"] = sorted(found.models)
+            PoolServer.objects.filter(pk=int(server.sid[3:])).update(**fields)
+        if error:
+            logger.warning("llm health check: %s/%s: %s", pool.name, server.name, error)
+        report.append({"pool": pool.name, "server": server.name, "error": error,
+                       "models": getattr(found, "models", None) or []})
+    state.forget_cached_info()
+    return report
+
+
+# --- tenants' own providers -----------------------------------------------------------------------------------
+
+def _clean_models(models) -> list[str]:
+    if isinstance(models, str):
+        models = models.replace("\n", ",").split(",")
+    cleaned = [m.strip() for m in (models or []) if isinstance(m, str) and m.strip()]
+    if not cleaned:
+        raise ValidationError({"models": _("Name at least one model, e.g. gpt-4o-mini.")})
+    if len(cleaned) > 20 or any(len(m) > 100 for m in cleaned):
+        raise ValidationError({"models": _("At most 20 model names of up to 100 characters.")})
+    return list(dict.fromkeys(cleaned))
+
+
+def tenant_provider_create(*, tenant, created_by=None, name: str, base_url: str, api_key: str, models,
+                           self_hosted: bool = False, max_concurrency: int = 4) -> TenantProvider:
+    if urlparse(base_url).scheme not in ("http", "https"):
+        raise ValidationError({"base_url": _("Use an http:// or https:// URL.")})
+    with tenant_scope(tenant):
+        provider = TenantProvider(tenant=tenant, name=name.strip().lower(), base_url=base_url.strip().rstrip("/"),
+                                  models=_clean_models(models), self_hosted=self_hosted,
+                                  max_concurrency=max_concurrency, created_by=created_by)
+        provider.set_api_key(api_key.strip())
+        provider.full_clean(exclude=["tenant", "created_by"])
+        # Checked first rather than caught: a failed INSERT would leave the surrounding transaction unusable.
+        if TenantProvider.objects.filter(name=provider.name).exists():
+            raise ValidationError({"name": _("You already have a provider with this name.")})
+        try:
+            with transaction.atomic():
+                provider.save()
+        except IntegrityError:  # a concurrent request took the name
+            raise ValidationError({"name": _("You already have a provider with this name.")}) from None
+    return provider
+
+
+def tenant_provider_delete(*, tenant, provider: TenantProvider) -> None:
+    with tenant_scope(tenant):
+        TenantProvider.objects.filter(pk=provider.pk).delete()
+
+
+def tenant_provider_test(*, tenant, provider: TenantProvider) -> tuple[bool, str]:
+    """Ask the endpoint for its models with the stored key; remember the outcome. -> (ok, message)"""
+    pool = registry.tenant_pool(provider)
+    (_pool, _server, found, error), = probe_servers([(pool, pool.servers[0])])
+    message = error
+    if not error and found is not None and found.models:
+        missing = [m for m in provider.models if m not in found.models]
+        if missing:
+            message = _("Connected, but the endpoint does not list: %(models)s") % {"models": ", ".join(missing)}
+    with tenant_scope(tenant):
+        TenantProvider.objects.filter(pk=provider.pk).update(last_checked_at=timezone.now(), last_error=message[:500])
+    state.record_probe_sync(pool.servers[0].sid, models=getattr(found, "models", None), loaded=None, error=error)
+    if error:
+        return False, error
+    return True, message or _("Connected.")

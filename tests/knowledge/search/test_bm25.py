@@ -1,0 +1,165 @@
+"""BM25 in PostgreSQL equals rank_bm25.BM25Okapi on the same tokenised corpus (to 1e-6), through index
+changes, with the negative-idf epsilon floor, per-KB statistics and custom k1/b."""
+
+import pytest
+from rank_bm25 import BM25Okapi
+
+from accounts.tenancy import tenant_scope
+from knowledge.models import Chunk
+from knowledge.search.analysis import analyzer_for
+from knowledge.search.bm25 import KbParams, bm25_search
+from knowledge.search.models import IndexStats, PostingBlock, TermStat
+from knowledge.search.services import (
+    index_rebuild_kb,
+    index_text,
+    postings_delete_document,
+    postings_index_document,
+)
+from tests.factories.search import make_indexed_document, make_search_kb
+
+# "report" is in more than half of the chunks: its idf is negative and rank-bm25 floors it at
+# epsilon * mean idf. Korean text exercises morphemes + bigrams, the code "AX-200" the alphanumeric path.
+DOCS = [
+    ("Quarterly report", ["The quarterly report covers revenue and costs.", "Revenue grew in the report period."]),
+    ("분기 보고서", ["분기 보고서는 매출과 비용을 다룹니다. report", "매출은 보고 기간에 증가했습니다. report"]),
+    ("Router manual", ["Reset the AX-200 router by holding the button.", "The AX-200 report light blinks twice."]),
+    ("Travel policy", ["Employees book travel through the portal. report", "Hotel costs are refunded monthly."]),
+    ("Security", ["Passwords must be rotated every 90 days.", "Report phishing to the security team."]),
+]
+QUERIES = ["revenue report", "보고서 매출", "AX-200 reset", "report report costs", "hotel refund policy",
+           "비용 report", "nothing-matches-this"]
+
+
+def _oracle(tenant, kb, **params):
+    """rank_bm25 over the KB's chunks, tokenised exactly as the index does."""
+    analyzer = analyzer_for(kb.language)
+    with tenant_scope(tenant):
+        chunks = list(Chunk.objects.filter(kb=kb).select_related("document").order_by("pk"))
+    corpus = [analyzer.tokens(index_text(title=c.document.title, heading_path=c.heading_path, text=c.text))
+              for c in chunks]
+    return BM25Okapi(corpus, **params), [c.pk for c in chunks], corpus, analyzer
+
+
+def _assert_parity(tenant, kb, k1=1.5, b=0.75, epsilon=0.25):
+    oracle, ids, corpus, analyzer = _oracle(tenant, kb, k1=k1, b=b, epsilon=epsilon)
+    checked = 0
+    for query in QUERIES:
+        tokens = analyzer.tokens(query)
+        expected = dict(zip(ids, oracle.get_scores(tokens), strict=True))
+        matched = {cid for cid, doc in zip(ids, corpus, strict=True) if set(tokens) & set(doc)}
+        with tenant_scope(tenant):
+            got = dict(bm25_search(tenant=tenant, kbs=[KbParams(kb.pk, kb.language, k1, b, epsilon)], query=query,
+                                   limit=1000))
+        assert set(got) == matched, query
+        for cid, score in got.items():
+            assert score == pytest.approx(expected[cid], abs=1e-6), (query, cid)
+            checked += 1
+        ranked = [cid for cid, _s in sorted(got.items(), key=lambda kv: (-kv[1], kv[0]))]
+        assert ranked == sorted(matched, key=lambda c: (-expected[c], c))
+    assert checked > 20
+
+
+@pytest.fixture
+def corpus_kb(tenant_a):
+    kb = make_search_kb(tenant_a.tenant)
+    docs = [make_indexed_document(tenant_a.tenant, kb, texts, title=title) for title, texts in DOCS]
+    return tenant_a.tenant, kb, docs
+
+
+def test_scores_equal_rank_bm25(corpus_kb):
+    tenant, kb, _docs = corpus_kb
+    _assert_parity(tenant, kb)
+    _assert_parity(tenant, kb, k1=0.9, b=0.4)
+
+
+def test_negative_idf_uses_the_epsilon_floor(corpus_kb):
+    tenant, kb, _docs = corpus_kb
+    oracle, _ids, _corpus, analyzer = _oracle(tenant, kb, k1=1.5, b=0.75, epsilon=0.25)
+    term = analyzer.tokens("report")[0]
+    assert oracle.idf[term] == pytest.approx(0.25 * oracle.average_idf)  # the case under test really occurs
+    with tenant_scope(tenant):
+        got = dict(bm25_search(tenant=tenant, kbs=[KbParams(kb.pk, kb.language, 1.5, 0.75, 0.25)], query="report",
+                               limit=100))
+        assert got  # every chunk with "report" scores epsilon * mean idf * its tf part (parity test checks values)
+        stats = IndexStats.objects.get(kb=kb)
+    assert stats.average_idf == pytest.approx(oracle.average_idf)  # cached after the first such query
+
+
+def test_parity_holds_after_delete_and_reindex(corpus_kb):
+    tenant, kb, docs = corpus_kb
+    postings_delete_document(tenant=tenant, document_id=docs[0].pk)
+    with tenant_scope(tenant):
+        Chunk.objects.filter(document=docs[0]).delete()
+        assert not PostingBlock.objects.filter(document_id=docs[0].pk).exists()
+    _assert_parity(tenant, kb)
+    # Re-indexing an unchanged document is idempotent: statistics do not drift.
+    postings_index_document(tenant=tenant, document=docs[1])
+    postings_index_document(tenant=tenant, document=docs[1])
+    _assert_parity(tenant, kb)
+    with tenant_scope(tenant):
+        stats = IndexStats.objects.get(kb=kb)
+        assert stats.chunk_count == Chunk.objects.filter(kb=kb).count()
+        assert not TermStat.objects.filter(kb=kb, df__lte=0).exists()
+
+
+def test_rebuild_gives_the_same_index(corpus_kb):
+    tenant, kb, _docs = corpus_kb
+    with tenant_scope(tenant):
+        before = sorted(TermStat.objects.filter(kb=kb).values_list("term", "df"))
+    assert index_rebuild_kb(tenant=tenant, kb=kb) == len(DOCS)
+    with tenant_scope(tenant):
+        assert sorted(TermStat.objects.filter(kb=kb).values_list("term", "df")) == before
+    _assert_parity(tenant, kb)
+
+
+def test_each_kb_has_its_own_statistics(tenant_a):
+    tenant = tenant_a.tenant
+    kb1, kb2 = make_search_kb(tenant), make_search_kb(tenant)
+    make_indexed_document(tenant, kb1, ["apple banana", "apple cherry", "apple"], title="fruit")
+    make_indexed_document(tenant, kb2, ["apple pie recipe", "bread recipe"], title="baking")
+    for kb in (kb1, kb2):
+        _oracle_scores, ids, _c, analyzer = _oracle(tenant, kb, k1=1.5, b=0.75, epsilon=0.25)
+        oracle = _oracle_scores
+        with tenant_scope(tenant):
+            got = dict(bm25_search(tenant=tenant, kbs=[KbParams(kb.pk, "auto", 1.5, 0.75, 0.25)], query="apple",
+                                   limit=50))
+        expected = dict(zip(ids, oracle.get_scores(analyzer.tokens("apple")), strict=True))
+        for cid, score in got.items():
+            assert score == pytest.approx(expected[cid], abs=1e-6)
+    # One call over both KBs scores each chunk against its own KB's statistics.
+    with tenant_scope(tenant):
+        both = dict(bm25_search(tenant=tenant, kbs=[KbParams(kb1.pk, "auto", 1.5, 0.75, 0.25),
+                                                      KbParams(kb2.pk, "auto", 1.5, 0.75, 0.25)], query="apple",
+                                limit=50))
+        single1 = dict(bm25_search(tenant=tenant, kbs=[KbParams(kb1.pk, "auto", 1.5, 0.75, 0.25)], query="apple",
+                                   limit=50))
+    for cid, score in single1.items():
+        assert both[cid] == pytest.approx(score, abs=1e-9)
+
+
+def test_real_eval_passages_parity(tenant_a):
+    """The analyser on real Korean and English passages from ../shared/eval (skipped when absent)."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from knowledge.search.beir import load_dataset
+
+    root = Path(settings.BASE_DIR).parent / "shared" / "eval"
+    folders = [root / "ko_allganize_rag_subset", root / "en_scifact_beir_test"]
+    if not all((f / "corpus.jsonl").exists() for f in folders):
+        pytest.skip("../shared/eval is not present")
+    tenant = tenant_a.tenant
+    for folder in folders:
+        dataset = load_dataset(folder)
+        kb = make_search_kb(tenant, language="ko" if folder.name.startswith("ko") else "en")
+        for passage in dataset.corpus[:40]:
+            make_indexed_document(tenant, kb, [passage.text], title=passage.title)
+        oracle, ids, _corpus, analyzer = _oracle(tenant, kb, k1=1.2, b=0.75, epsilon=0.25)
+        for query in list(dataset.queries.values())[:10]:
+            expected = dict(zip(ids, oracle.get_scores(analyzer.tokens(query)), strict=True))
+            with tenant_scope(tenant):
+                got = bm25_search(tenant=tenant, kbs=[KbParams(kb.pk, kb.language, 1.2, 0.75, 0.25)], query=query,
+                                  limit=100)
+            for cid, score in got:
+                assert score == pytest.approx(expected[cid], abs=1e-6)
