@@ -63,7 +63,8 @@ class TenantMiddleware:
                 if membership is not None:
                     request.membership = membership
                     request.tenant = membership.tenant
-                    request.session[SESSION_TENANT_KEY] = membership.tenant_id
+                    if request.session.get(SESSION_TENANT_KEY) != membership.tenant_id:
+                        request.session[SESSION_TENANT_KEY] = membership.tenant_id
                     scope = membership.tenant
         token = set_scope(scope)
         try:

@@ -12,6 +12,7 @@ def usage_banner(request):
     def banner():
         from billing.selectors import usage_banner as build
 
-        return build(tenant=tenant)
+        # A usage page has just computed the allowance: reuse it.
+        return build(tenant=tenant, allowance=getattr(request, "billing_allowance", None))
 
     return {"usage_banner": SimpleLazyObject(banner)}

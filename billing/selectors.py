@@ -421,9 +421,9 @@ class Banner:
     message: str
 
 
-def usage_banner(*, tenant) -> Banner | None:
+def usage_banner(*, tenant, allowance: Allowance | None = None) -> Banner | None:
     """The 80% / 100% notice tenant admins see on every page while it applies."""
-    a = allowance_status(tenant=tenant)
+    a = allowance or allowance_status(tenant=tenant)
     if not a.has_limits or a.percent < 80:
         return None
     when = formats.date_format(a.reset_at, "DATE_FORMAT")

@@ -71,7 +71,7 @@ def usage_page(request):
         "metric": metric,
         "metric_label": metric_label,
         "months": recent_months(),
-        "allowance": selectors.allowance_status(tenant=request.tenant),
+        "allowance": _allowance(request),
         "day_chart": charts.column_chart(summary.by_day, metric=metric, chart_id="chart-days",
                                          title=_("%(metric)s by day") % {"metric": metric_label}),
         "breakdowns": [
@@ -83,6 +83,11 @@ def usage_page(request):
         "query": _query(period, metric),
     }
     return render(request, "billing/usage.html", context)
+
+
+def _allowance(request):
+    request.billing_allowance = selectors.allowance_status(tenant=request.tenant)  # the banner reuses it
+    return request.billing_allowance
 
 
 def _query(period: Period, metric: str | None = None) -> str:
@@ -207,6 +212,6 @@ def limits(request):
     used = {(c.kind, c.subject_id): c for c in QuotaCounter.objects.filter(tenant=tenant, period_start=start)}
     key_rows = [(k, caps.get((Subject.API_KEY, k.pk)), used.get((Subject.API_KEY, k.pk))) for k in keys]
     member_rows = [(m, caps.get((Subject.USER, m.user_id)), used.get((Subject.USER, m.user_id))) for m in members]
-    context = {"allowance": selectors.allowance_status(tenant=tenant), "key_rows": key_rows,
+    context = {"allowance": _allowance(request), "key_rows": key_rows,
                "member_rows": member_rows}
     return render(request, "billing/limits.html", context)

@@ -5,7 +5,7 @@ from django.utils.translation import gettext_lazy as _
 class TenantProviderForm(forms.Form):
     name = forms.RegexField(
         label=_("Name"), max_length=40, regex=r"^[a-z0-9][a-z0-9_.-]{0,39}$",
-        help_text=_("Lower-case letters, digits, '.', '_', '-'. Models appear as tenant:<name>/<model>."),
+        help_text=_("Lower-case letters, digits, '.', '_', '-'. Its models are named tenant:NAME/MODEL."),
         error_messages={"invalid": _("Use lower-case letters, digits, '.', '_' or '-'.")},
     )
     base_url = forms.URLField(label=_("Base URL"), max_length=300, assume_scheme="https",

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+import redis
 from asgiref.sync import async_to_sync, sync_to_async
 
 from billing import services as billing
@@ -123,6 +124,13 @@ async def _discover(pool: PoolSpec, servers: list[ServerSpec]) -> None:
 
 async def _acquire(pool: PoolSpec, model: str, exclude: set[str]) -> tuple[ServerSpec, state.Lease]:
     """A slot on a server that serves `model`; raises ModelUnavailable with the reason when there is none."""
+    try:
+        return await _acquire_slot(pool, model, exclude)
+    except redis.RedisError as exc:
+        raise ModelUnavailable(f"the gateway cannot reach Redis for slot counts: {exc}") from exc
+
+
+async def _acquire_slot(pool: PoolSpec, model: str, exclude: set[str]) -> tuple[ServerSpec, state.Lease]:
     servers = [s for s in pool.servers if s.sid not in exclude]
     loaded: dict[str, bool] = {}
     if pool.kind == "ollama" and pool.servers:

@@ -188,8 +188,22 @@ def pool_status() -> list[dict]:
     return pools
 
 
+def _target_problem(target: str) -> str:
+    """Why a default target cannot answer (no such pool...), else ""."""
+    try:
+        pool_name, _model = registry.split_target(target)
+        pool = registry.resolve_pool(pool_name, tenant=current_tenant())
+    except Exception as exc:  # noqa: BLE001 - shown to staff as is
+        return getattr(exc, "message", str(exc))
+    if not pool.servers:
+        return _("pool '%(pool)s' has no servers") % {"pool": pool.name}
+    return ""
+
+
 def runtime_summary() -> dict:
     runtime = conf.runtime_read(max_age_s=0)
     answer = default_answer_target()
+    label = target_label(answer)
     return {"runtime": runtime, "answer_target": answer, "cheap_target": default_cheap_target(),
-            "answer_label": target_label(answer), "note": target_note(answer)}
+            "answer_label": "" if label == answer else label, "note": target_note(answer),
+            "answer_problem": _target_problem(answer)}

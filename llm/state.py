@@ -21,6 +21,7 @@ import bisect
 import contextlib
 import itertools
 import json
+import logging
 import os
 import time
 import uuid
@@ -32,6 +33,8 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 from llm import conf
+
+logger = logging.getLogger(__name__)
 
 LATENCY_SAMPLES = 50
 ERROR_SAMPLES = 20
@@ -344,6 +347,15 @@ async def release(lease: Lease, *, ok: bool | None = None, ttft_ms: float | None
                   duration_ms: float | None = None, model: str = "") -> None:
     """Give the slot back; with ok=True also note the latency and that `model` is loaded there."""
     lease.stop_keeping()
+    try:
+        await _release(lease, ok=ok, ttft_ms=ttft_ms, duration_ms=duration_ms, model=model)
+    except redis.RedisError as exc:  # the lease expires by itself; an answer must not fail over bookkeeping
+        logger.warning("llm: could not release a slot on %s: %s", lease.sid, exc)
+    finally:
+        _notify(lease.pool_key, lease.sid)
+
+
+async def _release(lease: Lease, *, ok, ttft_ms, duration_ms, model) -> None:
     pipe = async_redis().pipeline(transaction=False)
     pipe.zrem(key("l", lease.sid), lease.lease_id)
     if ok:
@@ -354,10 +366,7 @@ async def release(lease: Lease, *, ok: bool | None = None, ttft_ms: float | None
         if model:
             pipe.sadd(key("ld", lease.sid), model)
             pipe.expire(key("ld", lease.sid), LOADED_TTL_S)
-    try:
-        await asyncio.shield(pipe.execute())
-    finally:
-        _notify(lease.pool_key, lease.sid)
+    await asyncio.shield(pipe.execute())
 
 
 async def record_failure(sid: str, message: str, *, immediate: bool) -> float:
@@ -366,11 +375,15 @@ async def record_failure(sid: str, message: str, *, immediate: bool) -> float:
     base = float(conf.get("LLM_COOLDOWN_BASE_S")) * 1000
     cap = float(conf.get("LLM_COOLDOWN_MAX_S")) * 1000
     error = json.dumps({"t": time.time(), "msg": message[:300]})
-    return await _scripts()["failure"](
-        keys=[key("fails", sid), key("cd", sid), key("cdn", sid), key("err", sid), key("srv", sid)],
-        args=[conf.get("LLM_FAILURES_BEFORE_COOLDOWN"), "1" if immediate else "0", base, cap, error, message[:200],
-              ERROR_SAMPLES],
-    )
+    try:
+        return await _scripts()["failure"](
+            keys=[key("fails", sid), key("cd", sid), key("cdn", sid), key("err", sid), key("srv", sid)],
+            args=[conf.get("LLM_FAILURES_BEFORE_COOLDOWN"), "1" if immediate else "0", base, cap, error,
+                  message[:200], ERROR_SAMPLES],
+        )
+    except redis.RedisError as exc:
+        logger.warning("llm: could not note a failure of %s: %s", sid, exc)
+        return 0
 
 
 def record_failure_sync(sid: str, message: str, *, immediate: bool) -> None:

@@ -91,3 +91,24 @@ def _llm_provider(team):
 
     return tenant_provider_create(tenant=team.tenant, name="victim-provider", base_url="https://api.openai.com/v1",
                                   api_key="sk-victim-secret-key", models=["gpt-4o-mini"]).pk
+
+
+@builder("eval_question_id")
+def _eval_question(team):
+    from knowledge.search.evaluation import eval_question_create
+    from tests.factories.search import make_indexed_document, make_search_kb
+
+    kb = make_search_kb(team.tenant, name="victim search kb")
+    doc = make_indexed_document(team.tenant, kb, ["victim passage"])
+    return eval_question_create(tenant=team.tenant, kb=kb, text="victim question?", document_ids=[doc.pk]).pk
+
+
+@builder("eval_run_id")
+def _eval_run(team):
+    from knowledge.search.evaluation import eval_question_create, eval_run_create
+    from tests.factories.search import make_indexed_document, make_search_kb
+
+    kb = make_search_kb(team.tenant, name="victim eval kb")
+    doc = make_indexed_document(team.tenant, kb, ["victim passage about refunds"])
+    eval_question_create(tenant=team.tenant, kb=kb, text="refunds?", document_ids=[doc.pk])
+    return eval_run_create(tenant=team.tenant, kb=kb).pk

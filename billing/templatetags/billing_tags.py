@@ -44,3 +44,12 @@ def rate(value):
         return value
     whole, _dot, frac = text.partition(".")
     return f"${whole}.{frac.ljust(2, '0')}"
+
+
+@register.filter
+def num(value):
+    """1,234,567: grouped digits (the same in English and Korean), cheaper than humanize's intcomma."""
+    try:
+        return f"{int(value):,}"
+    except (TypeError, ValueError):
+        return value

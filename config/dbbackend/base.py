@@ -34,12 +34,17 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self._rls_sent = wanted
 
     def _rollback(self):
-        self._rls_sent = None
-        return super()._rollback()
+        try:
+            return super()._rollback()
+        finally:
+            self._rls_sent = None
 
     def _savepoint_rollback(self, sid):
-        self._rls_sent = None
-        return super()._savepoint_rollback(sid)
+        # Forget the cache only after the rollback: syncing inside the aborted transaction would fail.
+        try:
+            return super()._savepoint_rollback(sid)
+        finally:
+            self._rls_sent = None
 
     def _close(self):
         self._rls_sent = None

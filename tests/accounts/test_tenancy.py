@@ -86,3 +86,17 @@ def test_scope_setting_survives_a_rollback(tenant_a):
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM accounts_apikey")
             assert cursor.fetchone()[0] == 1
+
+
+def test_caught_error_inside_a_savepoint_leaves_the_transaction_usable(tenant_a):
+    from django.db import IntegrityError, transaction
+
+    from accounts.models import Tenant
+
+    with tenant_scope(tenant_a.tenant), transaction.atomic():
+        try:
+            with transaction.atomic():
+                Tenant.objects.create(name="dup", slug=tenant_a.tenant.slug)  # unique slug clash
+        except IntegrityError:
+            pass
+        assert ApiKey.objects.count() == 1  # the outer transaction still works, scope still applied

@@ -58,6 +58,9 @@ def test_upload_ask_stream_cite_and_stop(browser, tenant_a, fake_llm, reply, tmp
     with live_stack(queues=("chat", "ingest", "default")) as url:
         page = browser.new_page(viewport={"width": 1280, "height": 820})
         page.set_default_timeout(60_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
 
         page.goto(f"{url}/accounts/login/")
         page.fill("input[name=username]", tenant_a.owner.email)
@@ -76,7 +79,8 @@ def test_upload_ask_stream_cite_and_stop(browser, tenant_a, fake_llm, reply, tmp
             with tenant_scope(tenant):
                 states = list(Document.objects.values_list("title", "status", "error"))
             page.screenshot(path=str(tmp_path / "upload-failed.png"), full_page=True)
-            raise AssertionError(f"document not ready: {states}; page: {page.inner_text('main')[:800]}") from None
+            raise AssertionError(f"document not ready: {states}; errors: {errors}; "
+                                 f"page: {page.inner_text('main')[:800]}") from None
         page.screenshot(path=str(SCREENSHOTS / "knowledge.png"), full_page=True)
 
         # Ask; the answer streams in token by token, then shows its citations.

@@ -131,6 +131,13 @@ def test_openai_kind_streams_with_include_usage_and_reports_ignored_parameters(f
     assert result.provider == "local"  # a self-hosted OpenAI-compatible server: billed as local
 
 
+def test_openai_cached_prompt_tokens_are_reported(fake_ollama, fake_pool, no_billing):
+    fake_pool("oa", [fake_ollama(cached_tokens=2)], kind="openai", dialect="openai")
+    result = ask("oa/fake")
+    assert result.usage.cached_input_tokens == 2 and result.usage.input_tokens == prompt_tokens(MESSAGES)
+    assert no_billing["record"][0]["usage"].cached_input_tokens == 2
+
+
 def test_json_schema_output_through_ollama_format(fake_ollama, fake_pool, no_billing):
     fake = fake_ollama()
     fake_pool("p", [fake])
@@ -521,3 +528,12 @@ def test_each_call_lands_once_on_the_usage_ledger_with_the_servers_counts(tenant
     assert (row.input_tokens, row.output_tokens, row.estimated) == (fake.stats()["prompt_tokens"], 7, False)
     assert (row.provider, row.model, row.server, row.stage) == ("ollama", "fake", "p-0", "answer")
     assert result.usage.output_tokens == 7
+
+
+def test_redis_trouble_is_a_clear_gateway_error_not_a_crash(fake_ollama, fake_pool, no_billing, settings):
+    fake = fake_ollama()
+    fake_pool("p", [fake])
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    with pytest.raises(ModelUnavailable, match="cannot reach Redis"):
+        ask("p/fake")
+    assert fake.stats()["requests"] == 0 and len(no_billing["release"]) == 1

@@ -90,6 +90,7 @@ class FakeConfig:
     stall_after: int = 0  # "stall": tokens sent before the stream goes silent (0: before the first token)
     api_key: str = ""  # when set, /v1 requires "Authorization: Bearer <api_key>"
     report_usage: bool = True  # False: like llama.cpp streams, no token counts in the final chunk
+    cached_tokens: int = 0  # /v1 only: prompt_tokens_details.cached_tokens reported (OpenAI prompt caching)
     loaded: list[str] | None = None  # models /api/ps lists (None: all of `models`)
 
 
@@ -337,6 +338,8 @@ class FakeOllamaApp:
             self.stats.output_tokens += n
         if kind == "v1":
             usage = {"prompt_tokens": p_tokens, "completion_tokens": n, "total_tokens": p_tokens + n}
+            if self.config.cached_tokens:
+                usage["prompt_tokens_details"] = {"cached_tokens": min(self.config.cached_tokens, p_tokens)}
             include_usage = include_usage and report
             if stream:
                 final = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,

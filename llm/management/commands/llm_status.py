@@ -24,10 +24,14 @@ class Command(BaseCommand):
         if json:
             runtime = summary["runtime"].__dict__ if summary["runtime"] else None
             self.stdout.write(_dumps({"default_answer_target": summary["answer_target"],
+                                      "default_answer_problem": summary["answer_problem"],
                                       "default_cheap_target": summary["cheap_target"], "runtime": runtime,
                                       "pools": pools}))
             return
-        self.stdout.write(f"Default answer model: {summary['answer_target']} ({summary['answer_label']})")
+        label = f" ({summary['answer_label']})" if summary["answer_label"] else ""
+        self.stdout.write(f"Default answer model: {summary['answer_target']}{label}")
+        if summary["answer_problem"]:
+            self.stdout.write(self.style.ERROR(f"  it cannot answer: {summary['answer_problem']}"))
         if summary["note"]:
             self.stdout.write(f"  note: {summary['note']}")
         if summary["runtime"]:

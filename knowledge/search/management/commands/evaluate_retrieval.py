@@ -86,8 +86,11 @@ class Command(BaseCommand):
             results = evaluate_dataset_modes(tenant=tenant, kb=kb, dataset=dataset, mapping=mapping, modes=modes)
         finally:
             if not opts["keep"]:
-                with system_scope():
-                    tenant.delete()
+                try:
+                    with system_scope():
+                        tenant.delete()
+                except Exception as exc:  # never lose the measurements to a cleanup problem
+                    self.stderr.write(f"could not delete the scratch tenant {tenant.slug}: {exc}")
         self.stdout.write("")
         self.stdout.write(f"{'mode':<8} {'nDCG@10':>8} {'Recall@10':>10} {'MRR@10':>8} {'ms/query':>9}")
         for mode, m in results.items():
