@@ -186,6 +186,17 @@ async def _reserve(*, tenant, usage: UsageContext, pool: PoolSpec, model: str, i
     )
 
 
+async def _abandon(slot: asyncio.Future) -> None:
+    """Give up a slot request that is no longer wanted: cancel it, or release the slot it already got."""
+    if not slot.done():
+        slot.cancel()
+    await asyncio.wait([slot])
+    if slot.cancelled() or slot.exception() is not None:
+        return  # nothing is held
+    _server, lease = slot.result()
+    await asyncio.shield(state.release(lease))
+
+
 async def _release_reservation(reservation) -> None:
     if reservation is not None:
         await asyncio.shield(sync_to_async(billing.quota_release)(reservation=reservation))
@@ -229,15 +240,25 @@ async def chat_stream(*, tenant, target: str, request: ChatRequest, usage: Usage
             continue
         adapter = adapter_for(pool.kind)
         ignored = adapter.map_params(request.params, dialect=pool.dialect, model=model)[-1]
-        reservation = await _reserve(tenant=tenant, usage=usage, pool=pool, model=model,
-                                     input_tokens=prompt_estimate, output_tokens=max_output)
+        # Quota and the first slot are sought together (both are round trips); the quota answer comes first.
+        first_slot = asyncio.ensure_future(_acquire(pool, model, set()))
+        try:
+            reservation = await _reserve(tenant=tenant, usage=usage, pool=pool, model=model,
+                                         input_tokens=prompt_estimate, output_tokens=max_output)
+        except BaseException:
+            await _abandon(first_slot)
+            raise
         billed = False
         tried: set[str] = set()
         last_error = ""
         try:
             while len(tried) < pool.max_attempts:
                 try:
-                    server, lease = await _acquire(pool, model, tried)
+                    if first_slot is not None:
+                        slot, first_slot = first_slot, None
+                        server, lease = await slot
+                    else:
+                        server, lease = await _acquire(pool, model, tried)
                 except ModelUnavailable as exc:
                     # Keep the server's own error from an earlier attempt unless this one says more.
                     if not last_error or isinstance(exc, ModelNotInstalled):
@@ -317,14 +338,16 @@ async def chat_stream(*, tenant, target: str, request: ChatRequest, usage: Usage
                 # Success.
                 text = "".join(parts)
                 duration_ms = (time.perf_counter() - started) * 1000
-                await state.release(lease, ok=True, ttft_ms=ttft_ms,
-                                    duration_ms=(time.perf_counter() - dispatched) * 1000,
-                                    model=normalize_model(model) if pool.kind == "ollama" else model)
                 spent = _settle_usage(done.usage, prompt_estimate=prompt_estimate, text=text)
                 fallback_from = chain[0] if current != chain[0] else ""
                 billed = True
-                await _record(tenant=tenant, usage=usage, pool=pool, model=model, server=server, spent=spent,
-                              latency_ms=duration_ms, fallback_from=fallback_from, reservation=reservation)
+                await asyncio.gather(
+                    state.release(lease, ok=True, ttft_ms=ttft_ms,
+                                  duration_ms=(time.perf_counter() - dispatched) * 1000,
+                                  model=normalize_model(model) if pool.kind == "ollama" else model),
+                    _record(tenant=tenant, usage=usage, pool=pool, model=model, server=server, spent=spent,
+                            latency_ms=duration_ms, fallback_from=fallback_from, reservation=reservation),
+                )
                 yield ChatResult(
                     text=text, usage=spent, provider=pool.provider, model=model, server=server.name,
                     ttft_ms=ttft_ms, duration_ms=duration_ms, finish_reason=done.finish_reason,
@@ -333,6 +356,8 @@ async def chat_stream(*, tenant, target: str, request: ChatRequest, usage: Usage
                 )
                 return
         finally:
+            if first_slot is not None:
+                await _abandon(first_slot)
             if not billed:
                 await _release_reservation(reservation)
         failures.append(f"{current}: {last_error or 'no server answered'}")

@@ -52,3 +52,24 @@ def test_no_external_assets_in_templates():
         if ".venv" not in p.parts and re.search(r"""(src|href)=["']https?://""", p.read_text())
     ]
     assert offenders == []
+
+
+def test_asgi_app_refuses_oversize_uploads_before_reading_them():
+    import asyncio
+
+    from config.asgi import application
+
+    sent = []
+
+    async def receive():  # a body that must never be read
+        raise AssertionError("the body was read")
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http", "method": "POST", "path": "/api/v1/knowledge-bases/1/documents", "query_string": b"",
+        "headers": [(b"content-length", str(10 * 1024**3).encode()), (b"host", b"testserver")],
+    }
+    asyncio.run(application(scope, receive, send))
+    assert sent[0]["status"] == 413

@@ -12,7 +12,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from django.db import connection
+from django.db import connection, transaction
 
 from knowledge.search.analysis import analyzer_for
 
@@ -102,21 +102,26 @@ def bm25_search(*, tenant, kbs: list[KbParams], query: str, limit: int,
     if document_ids is not None:
         params.append(list(document_ids))
     params.append(limit)
+    # Set-returning unnest in the select list with a hash aggregate measured ~2x faster than LATERAL unnest
+    # with a sort-based group (20k-chunk KB, common terms); enable_sort=off (this transaction only) makes the
+    # planner pick the hash aggregate whatever its row estimate.
     sql = f"""
         WITH q AS (
             SELECT * FROM unnest(%s::bigint[], %s::text[], %s::float8[], %s::float8[], %s::float8[], %s::float8[])
                 AS q(kb_id, term, weight, k1, b, avglen)
+        ), p AS (
+            SELECT q.weight, q.k1, q.b, q.avglen,
+                   unnest(pb.chunk_ids) AS chunk_id, unnest(pb.tfs) AS tf, unnest(pb.lengths) AS len
+            FROM q JOIN search_postingblock pb ON pb.kb_id = q.kb_id AND pb.term = q.term
+            WHERE pb.tenant_id = %s {doc_filter}
         )
-        SELECT u.chunk_id,
-               SUM(q.weight * u.tf * (q.k1 + 1) / (u.tf + q.k1 * (1 - q.b + q.b * u.len / q.avglen))) AS score
-        FROM q
-        JOIN search_postingblock pb ON pb.kb_id = q.kb_id AND pb.term = q.term
-        CROSS JOIN LATERAL unnest(pb.chunk_ids, pb.tfs, pb.lengths) AS u(chunk_id, tf, len)
-        WHERE pb.tenant_id = %s {doc_filter}
-        GROUP BY u.chunk_id
-        ORDER BY score DESC, u.chunk_id
+        SELECT chunk_id, SUM(weight * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avglen))) AS score
+        FROM p
+        GROUP BY chunk_id
+        ORDER BY score DESC, chunk_id
         LIMIT %s
     """
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('enable_sort', 'off', true)")
         cursor.execute(sql, params)
         return [(int(cid), float(score)) for cid, score in cursor.fetchall()]

@@ -28,8 +28,12 @@ def celery_worker(queues=("chat",)):
 @contextlib.contextmanager
 def asgi_server():
     import uvicorn
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
-    config = uvicorn.Config("config.asgi:application", host="127.0.0.1", port=0, lifespan="off",
+    from config.asgi import application
+
+    # Static files straight from the apps' folders (no collectstatic), as the browser needs CSS and JS.
+    config = uvicorn.Config(ASGIStaticFilesHandler(application), host="127.0.0.1", port=0, lifespan="off",
                             log_level="warning", timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
@@ -47,12 +51,20 @@ def asgi_server():
         thread.join(10)
 
 
-def close_other_connections() -> None:
-    """End the server's and worker's database sessions so the test database can be flushed and dropped."""
+def backend_pids() -> set[int]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        return {row[0] for row in cursor.fetchall()}
+
+
+def close_new_connections(before: set[int]) -> None:
+    """End the database sessions the server and worker threads opened (the test's own ones, opened before,
+    stay), so the test database can be flushed and dropped."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND NOT pid = ANY(%s)",
+            [list(before)],
         )
 
 
@@ -62,9 +74,10 @@ def live_stack(queues=("chat",)):
 
     old_age = settings.DATABASES["default"]["CONN_MAX_AGE"]
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0  # every request and task closes its connection
+    before = backend_pids()
     try:
         with celery_worker(queues), asgi_server() as url:
             yield url
     finally:
         settings.DATABASES["default"]["CONN_MAX_AGE"] = old_age
-        close_other_connections()
+        close_new_connections(before)
