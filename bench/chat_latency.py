@@ -145,6 +145,7 @@ def ragdesk_once(http, assistant_id: int) -> dict:
     """Stream an answer through ragdesk; read the retrieval time the worker measured."""
     arrivals = []
     message_id = None
+    wall_start = time.time()
     start = time.perf_counter()
     with http.stream("POST", f"/api/v1/assistants/{assistant_id}/chat",
                      json={"message": QUESTION, "stream": True}) as response:
@@ -167,15 +168,19 @@ def ragdesk_once(http, assistant_id: int) -> dict:
     total = time.perf_counter() - start
     detail = http.get(f"/api/v1/messages/{message_id}").json()
     return {"ttft": arrivals[0] * 1000, "total": total * 1000, "gaps": gaps(arrivals), "tokens": len(arrivals),
-            "message_id": message_id, "status": detail["status"]}
+            "message_id": message_id, "status": detail["status"], "wall_start": wall_start,
+            "wall_first_token": wall_start + arrivals[0]}
 
 
 def stage_timings(message_ids: list[int]) -> dict[int, dict]:
+    """The worker's own timings per answer, plus when the web tier created it and the worker claimed it."""
     from accounts.tenancy import system_scope
     from chat.models import Message
 
     with system_scope():
-        return dict(Message.all_tenants.filter(pk__in=message_ids).values_list("pk", "timings"))
+        rows = Message.all_tenants.filter(pk__in=message_ids).values_list("pk", "timings", "created_at", "started_at")
+        return {pk: {**timings, "created": created.timestamp(), "claimed": started.timestamp()}
+                for pk, timings, created, started in rows}
 
 
 def main() -> None:
@@ -232,7 +237,17 @@ def main() -> None:
     for direct, rag in pairs:
         t = timings.get(rag["message_id"]) or {}
         excluded = (t.get("retrieval_ms") or 0) + (t.get("condense_ms") or 0)
+        where = {}
+        if t.get("first_token_at"):
+            where = {
+                "web_in": (t["created"] - rag["wall_start"]) * 1000,
+                "to_worker": (t["claimed"] - t["created"]) * 1000,
+                "prepare": (t["generation_started_at"] - t["claimed"]) * 1000 - excluded,
+                "model_first": (t["first_token_at"] - t["generation_started_at"]) * 1000,
+                "relay": (rag["wall_first_token"] - t["first_token_at"]) * 1000,
+            }
         rows.append({
+            **where,
             "direct_ttft": direct["ttft"], "rag_ttft": rag["ttft"], "excluded": excluded,
             "added_ttft": rag["ttft"] - excluded - direct["ttft"],
             "added_total": rag["total"] - excluded - direct["total"],
@@ -241,7 +256,7 @@ def main() -> None:
             "rag_gap": statistics.median(rag["gaps"]) if rag["gaps"] else 0,
             "tokens": (direct["tokens"], rag["tokens"]),
         })
-    col = lambda name: [r[name] for r in rows]  # noqa: E731
+    col = lambda name: [r[name] for r in rows if name in r]  # noqa: E731
     print(f"\nChat latency: {RUNS} answers each way, fake Ollama 1 slot at {TOKEN_RATE:g} tokens/s, "
           f"{REPLY_TOKENS} tokens per answer\n")
     print(f"{'':34}{'p50 ms':>10}{'p95 ms':>10}")
@@ -249,6 +264,11 @@ def main() -> None:
                         ("ragdesk: time to first token", "rag_ttft"),
                         ("  of which retrieval (excluded)", "excluded"),
                         ("added time to first token", "added_ttft"),
+                        ("  web: auth, save question", "web_in"),
+                        ("  commit, Celery, worker claim", "to_worker"),
+                        ("  worker: history, prompt, saves", "prepare"),
+                        ("  gateway -> model first token", "model_first"),
+                        ("  Redis stream -> SSE -> client", "relay"),
                         ("direct: total", "direct_total"), ("ragdesk: total", "rag_total"),
                         ("added total time", "added_total"),
                         ("direct: gap between tokens", "direct_gap"), ("ragdesk: gap between tokens", "rag_gap")]:
