@@ -46,7 +46,9 @@ class ApiKeyListCreate(generics.ListCreateAPIView):
         except DjangoValidationError as exc:
             raise as_drf_validation_error(exc) from exc
         key.key = raw
-        return Response(ApiKeyCreatedSerializer(key).data, status=status.HTTP_201_CREATED)
+        # The secret is in this body only: keep it out of every cache.
+        return Response(ApiKeyCreatedSerializer(key).data, status=status.HTTP_201_CREATED,
+                        headers={"Cache-Control": "no-store"})
 
 
 class ApiKeyDetail(generics.RetrieveDestroyAPIView):

@@ -32,9 +32,18 @@ class InvitedSignupForm(forms.Form):
         return password
 
 
+def role_choices(*, can_grant_owner: bool) -> list[tuple[str, str]]:
+    """The roles a person may hand out: only owners make owners."""
+    return [(value, label) for value, label in Role.choices if can_grant_owner or value != Role.OWNER]
+
+
 class InviteForm(forms.Form):
-    email = forms.EmailField(label=_("Email"))
+    email = forms.EmailField(label=_("Email"), widget=forms.EmailInput(attrs={"placeholder": "name@example.com"}))
     role = forms.ChoiceField(label=_("Role"), choices=Role.choices, initial=Role.MEMBER)
+
+    def __init__(self, *args, can_grant_owner: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["role"].choices = role_choices(can_grant_owner=can_grant_owner)
 
 
 class RoleForm(forms.Form):
@@ -48,7 +57,8 @@ class ApiKeyForm(forms.Form):
         initial=["read", "chat"],
     )
     expires_at = forms.DateTimeField(
-        label=_("Expires"), required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+        label=_("Expires"), required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        help_text=_("Optional; UTC. Leave empty for a key that does not expire."),
     )
 
 

@@ -194,5 +194,10 @@ class ApiKey(TenantModel):
         now = timezone.now()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
+    @property
+    def scope_labels(self) -> list[str]:
+        """The scopes in the page's language, in the order read, write, chat, admin."""
+        return [str(label) for value, label in self.Scope.choices if value in self.scopes]
+
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes or self.Scope.ADMIN in self.scopes

@@ -53,10 +53,15 @@ def _token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def invitation_create(*, tenant: Tenant, invited_by: User, email: str, role: str) -> tuple[Invitation, str]:
+def invitation_create(
+    *, tenant: Tenant, invited_by: User, email: str, role: str, actor: Membership | None = None
+) -> tuple[Invitation, str]:
+    """`actor`: the inviter's membership, when a person invites (only an owner may invite an owner)."""
     email = email.strip().lower()
     if role not in Role.values:
         raise ValidationError({"role": _("Unknown role.")})
+    if role == Role.OWNER and actor is not None and actor.role != Role.OWNER:
+        raise PermissionDenied(_("Only an owner can grant or take away the owner role."))
     if Membership.objects.filter(tenant=tenant, user__email=email).exists():
         raise ValidationError({"email": _("This person is already a member.")})
     raw = secrets.token_urlsafe(32)

@@ -5,6 +5,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from accounts import selectors, services
@@ -17,8 +18,10 @@ from accounts.forms import (
     InviteForm,
     RoleForm,
     SignupForm,
+    role_choices,
 )
 from accounts.middleware import SESSION_TENANT_KEY
+from accounts.models import Role
 
 
 class LoginView(auth_views.LoginView):
@@ -67,12 +70,16 @@ def home(request):
 
 @tenant_admin_required
 def members(request):
-    invite_form = InviteForm(request.POST or None)
+    is_owner = request.membership.role == Role.OWNER
+    invite_form = InviteForm(request.POST or None, can_grant_owner=is_owner)
     if request.method == "POST" and invite_form.is_valid():
         try:
-            services.invitation_create(tenant=request.tenant, invited_by=request.user, **invite_form.cleaned_data)
+            services.invitation_create(tenant=request.tenant, invited_by=request.user, actor=request.membership,
+                                       **invite_form.cleaned_data)
         except ValidationError as exc:
             invite_form.add_error("email", _error_text(exc))
+        except PermissionDenied as exc:
+            invite_form.add_error("role", str(exc))
         else:
             messages.success(request, _("Invitation sent to %(email)s.") % invite_form.cleaned_data)
             return redirect("accounts:members")
@@ -80,7 +87,8 @@ def members(request):
         "memberships": selectors.membership_list(tenant=request.tenant),
         "invitations": selectors.invitation_list(tenant=request.tenant),
         "invite_form": invite_form,
-        "roles": RoleForm.base_fields["role"].choices,
+        "roles": role_choices(can_grant_owner=is_owner),
+        "can_manage_owners": is_owner,
     }
     return render(request, "accounts/members.html", context)
 
@@ -146,6 +154,7 @@ def invitation_accept(request, token: str):
     return render(request, "accounts/invitation_accept.html", {"invitation": invitation})
 
 
+@never_cache  # the response may carry a new secret: no cached copy, no back-button replay
 @tenant_admin_required
 def api_keys(request):
     form = ApiKeyForm(request.POST or None)

@@ -91,14 +91,12 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 def setup_data(target: str) -> tuple[str, int]:
     """A fresh team with an API key, a knowledge base holding one indexed document, and an assistant."""
-    from accounts.models import Tenant
+    from accounts.models import Tenant, User
     from accounts.services import api_key_create, tenant_create
     from accounts.tenancy import tenant_scope
     from chat.services import assistant_create
     from knowledge import services as knowledge
     from knowledge.models import Document
-
-    from accounts.models import User
 
     tag = uuid.uuid4().hex[:8]
     owner = User.objects.create_user(email=f"bench-{tag}@example.com", password=uuid.uuid4().hex)
@@ -206,9 +204,10 @@ def main() -> None:
             subprocess.Popen([sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "chat", "-P", "solo",
                               "-c", "1", "-l", "warning", "--without-gossip", "--without-mingle",
                               "--without-heartbeat", "-n", f"chatbench-{port}@%h"], cwd=ROOT, env=env),
+            # The web process with a connection pool, as it should run under uvicorn (DB_POOL_MAX).
             subprocess.Popen([sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
                               "--port", str(port), "--lifespan", "off", "--log-level", "warning",
-                              "--no-access-log"], cwd=ROOT, env=env),
+                              "--no-access-log"], cwd=ROOT, env={**env, "DB_POOL_MAX": env.get("DB_POOL_MAX", "20")}),
         ]
         try:
             import httpx

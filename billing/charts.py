@@ -48,9 +48,12 @@ def format_metric(value: float, metric: str) -> str:
 
 
 def format_axis(value: float, metric: str) -> str:
-    """Tick labels: as short as exact ($0.0005, $1.5, 12k)."""
+    """Tick labels: as short as exact ($0.0005, $1.5, 12.5, 12.5k)."""
     if metric != "cost":
-        return format_compact(value)
+        for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+            if abs(value) >= size:
+                return f"{value / size:.2f}".rstrip("0").rstrip(".") + suffix
+        return f"{value:.2f}".rstrip("0").rstrip(".")
     if value == 0:
         return "$0"
     return "$" + f"{Decimal(repr(round(value, 8))).normalize():f}"
@@ -75,6 +78,8 @@ def column_chart(rows: list[Row], *, metric: str, title: str, chart_id: str) -> 
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [metric_value(r.metrics, metric) for r in rows]
     peak = nice_ceiling(max(values, default=0))
+    if metric != "cost":
+        peak = max(peak, 4.0)  # whole tokens at every gridline, also for an empty period
     n = max(len(rows), 1)
     slot = plot_w / n
     bar_w = max(slot * 0.7, 1)

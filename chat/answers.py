@@ -27,7 +27,7 @@ async def _collect(tenant, message_id: int, *, until_first_token: bool, timeout_
                 break
             continue
         events.append((entry_id, kind, data))
-        if kind == "reset":
+        if kind == "reset" and not until_first_token:
             events = [e for e in events if e[1] not in ("token", "reset")]
         if kind in ("done", "error") or (until_first_token and kind == "token"):
             break
@@ -42,13 +42,14 @@ def wait_for_end(*, tenant, message_id: int) -> tuple[str, dict]:
     return "timeout", {}
 
 
-def wait_for_start(*, tenant, message_id: int) -> tuple[str, dict]:
-    """("token"|"done"|"error", data) for the answer's first token or its end, whichever comes first.
+def wait_for_start(*, tenant, message_id: int) -> tuple[str, dict, list]:
+    """("token"|"done"|"error", data, events read so far) at the answer's first token or its end.
 
     A streaming endpoint calls this before it sends headers, so failures that happen before any text (unknown
-    model, quota, model down) still get a proper HTTP status instead of a 200 stream with an error inside.
+    model, quota, model down) still get a proper HTTP status instead of a 200 stream with an error inside. The
+    events go to the stream as its prelude, so nothing is read twice.
     """
     events = async_to_sync(_collect)(tenant, message_id, until_first_token=True, timeout_s=wait_timeout_s())
     if events and events[-1][1] in ("token", "done", "error"):
-        return events[-1][1], events[-1][2]
-    return "timeout", {}
+        return events[-1][1], events[-1][2], events
+    return "timeout", {}, events

@@ -58,25 +58,25 @@ def error_response(data: dict) -> Response:
     return response
 
 
-def usage_headers(response, *, request, answer_id: int | None):
-    """Tokens used and allowance left, when billing provides them."""
-    try:
-        from billing.selectors import usage_headers as billing_usage_headers
-    except ImportError:
-        return response
-    try:
-        headers = billing_usage_headers(tenant=request.tenant, message_id=answer_id,
-                                        api_key=getattr(request, "api_key", None))
-    except TypeError:
-        return response
-    for name, value in (headers or {}).items():
+def usage_header_values(*, request, answer_id: int | None) -> dict[str, str]:
+    """Tokens used and allowance left (billing's X-Usage-* headers)."""
+    from billing.selectors import usage_headers as billing_usage_headers
+
+    return billing_usage_headers(tenant=request.tenant, message_id=answer_id,
+                                 api_key=getattr(request, "api_key", None))
+
+
+def usage_headers(response, *, request, answer_id: int | None, values: dict | None = None):
+    for name, value in (values if values is not None else usage_header_values(request=request,
+                                                                              answer_id=answer_id)).items():
         response[name] = str(value)
     return response
 
 
-def sse_response(request, message_id: int) -> StreamingHttpResponse:
-    after = request.headers.get("Last-Event-ID") or request.query_params.get("after") or "0"
-    response = StreamingHttpResponse(sse_relay(tenant=request.tenant, message_id=message_id, after=after),
+def sse_response(request, message_id: int, prelude: list | tuple = ()) -> StreamingHttpResponse:
+    after = "0" if prelude else request.headers.get("Last-Event-ID") or request.query_params.get("after") or "0"
+    response = StreamingHttpResponse(sse_relay(tenant=request.tenant, message_id=message_id, after=after,
+                                               prelude=prelude),
                                      content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
@@ -87,10 +87,13 @@ def answer_response(request, question: Message | None, answer: Message, *, strea
                     created: bool = True):
     """Wait for the answer (JSON) or for its first token (stream), mapping failures to HTTP statuses."""
     if stream:
-        kind, data = answers.wait_for_start(tenant=request.tenant, message_id=answer.pk)
+        # Headers are worked out while the worker prepares, so the first token goes out as soon as it exists.
+        headers = usage_header_values(request=request, answer_id=None)
+        kind, data, prelude = answers.wait_for_start(tenant=request.tenant, message_id=answer.pk)
         if kind == "error":
             return error_response(data)
-        return usage_headers(sse_response(request, answer.pk), request=request, answer_id=answer.pk)
+        return usage_headers(sse_response(request, answer.pk, prelude), request=request, answer_id=answer.pk,
+                             values=headers)
     kind, data = answers.wait_for_end(tenant=request.tenant, message_id=answer.pk)
     if kind == "error":
         return error_response(data)

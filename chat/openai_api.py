@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 from accounts.api import as_drf_validation_error
 from accounts.api_errors import error_body
 from chat import answers, defaults, selectors, services
-from chat.api import actor, error_response, usage_headers
+from chat.api import actor, error_response, usage_header_values, usage_headers
 from chat.models import Conversation, Message
 from chat.serializers import citation_payload, message_payload
 from chat.sse import answer_events
@@ -134,7 +134,8 @@ def _extension(payload: dict) -> dict:
             "warnings": payload.get("warnings", [])}
 
 
-async def completion_chunks(*, tenant, message_id: int, model: str, created: int, include_usage: bool):
+async def completion_chunks(*, tenant, message_id: int, model: str, created: int, include_usage: bool,
+                            prelude: list | tuple = ()):
     chunk_id = f"chatcmpl-{message_id}"
 
     def chunk(delta: dict, finish_reason=None, **extra) -> str:
@@ -143,7 +144,7 @@ async def completion_chunks(*, tenant, message_id: int, model: str, created: int
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     sent_role = False
-    async for _id, kind, data in answer_events(tenant=tenant, message_id=message_id):
+    async for _id, kind, data in answer_events(tenant=tenant, message_id=message_id, prelude=prelude):
         if kind == "ping":
             yield ": keep-alive\n\n"
         elif kind == "token":
@@ -201,18 +202,19 @@ class ChatCompletions(APIView):
             raise as_drf_validation_error(exc) from exc
         created = int(time.time())
         if data["stream"]:
-            kind, event = answers.wait_for_start(tenant=request.tenant, message_id=answer.pk)
+            headers = usage_header_values(request=request, answer_id=None)
+            kind, event, prelude = answers.wait_for_start(tenant=request.tenant, message_id=answer.pk)
             if kind == "error":
                 return error_response(event)
             include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
             response = StreamingHttpResponse(
                 completion_chunks(tenant=request.tenant, message_id=answer.pk, model=assistant.name,
-                                  created=created, include_usage=include_usage),
+                                  created=created, include_usage=include_usage, prelude=prelude),
                 content_type="text/event-stream",
             )
             response["Cache-Control"] = "no-cache"
             response["X-Accel-Buffering"] = "no"
-            return usage_headers(response, request=request, answer_id=answer.pk)
+            return usage_headers(response, request=request, answer_id=answer.pk, values=headers)
         kind, event = answers.wait_for_end(tenant=request.tenant, message_id=answer.pk)
         if kind == "error":
             return error_response(event)

@@ -165,7 +165,6 @@ class AnswerRun:
         if not claimed:
             return False
         self.message = Message.objects.select_related("conversation__assistant", "parent").get(pk=self.message_id)
-        streams.client().set(self._run_key, self.run_id, ex=streams.STREAM_TTL_S)
         return True
 
     @property
@@ -200,15 +199,15 @@ class AnswerRun:
         conversation = message.conversation
         assistant = conversation.assistant
         started = time.monotonic()
-        if message.attempts > 1:
-            streams.publish(message.pk, "reset", {})
-        streams.publish(message.pk, "meta", {"message_id": message.pk, "conversation_id": conversation.pk,
-                                             "version": message.version, "status": "running"})
+        # One Redis round trip: take the run over, tell readers it started (and to drop a dead run's text).
+        cancelled = streams.start_run(message.pk, run_id=self.run_id, restarted=message.attempts > 1, meta={
+            "message_id": message.pk, "conversation_id": conversation.pk, "version": message.version,
+            "status": "running"})
         if assistant is None:
             self._finish(status=Message.Status.FAILED, text="",
                          failure=Failure("assistant_deleted", "This conversation's assistant was deleted.", 404))
             return
-        if streams.cancel_requested(message.pk):
+        if cancelled:
             self._finish(status=Message.Status.STOPPED, text="")
             return
         timings: dict[str, float] = {}

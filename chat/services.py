@@ -287,6 +287,21 @@ def answer_fail_unclaimed(*, tenant: Tenant, answer_id: int, message: str) -> bo
     return bool(failed)
 
 
+def answer_fail_stalled(*, tenant: Tenant, answer_id: int, run_id: str, message: str) -> bool:
+    """Give up on a running answer whose worker went silent (it died); the run loses ownership, so a worker
+    that was merely slow writes nothing more. False when the answer moved on meanwhile."""
+    from chat.pipeline import Failure
+
+    with tenant_scope(tenant):
+        failed = Message.objects.filter(pk=answer_id, status=Message.Status.RUNNING, run_id=run_id).update(
+            status=Message.Status.FAILED, error_code="interrupted", error=message, run_id="",
+            content=streams.text_so_far(answer_id), finished_at=timezone.now())
+    if failed:
+        streams.client().delete(streams.run_key(answer_id))
+        streams.publish(answer_id, "error", Failure("interrupted", message, 502).as_dict())
+    return bool(failed)
+
+
 # ------------------------------------------------------------------ feedback
 
 def feedback_set(*, tenant: Tenant, answer: Message, rating: int, comment: str = "", user=None,

@@ -33,6 +33,20 @@ def queue_timeout_s() -> int:
     return int(getattr(settings, "CHAT_QUEUE_TIMEOUT_S", 120))
 
 
+def stall_timeout_s() -> int:
+    """Silence after which a running answer's worker is taken for dead (well past the gateway's own queue,
+    first-token and idle timeouts, so a slow model is never cut off by this)."""
+    return int(getattr(settings, "CHAT_STALL_TIMEOUT_S", 300))
+
+
+def _entry_time(entry_id: str | None) -> float | None:
+    """Unix time of a Redis stream id ("<ms>-<seq>")."""
+    try:
+        return int(str(entry_id).split("-", 1)[0]) / 1000 if entry_id and entry_id != "0" else None
+    except ValueError:
+        return None
+
+
 def sse(event: str, data: dict | str, event_id: str | None = None) -> str:
     payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
     head = f"id: {event_id}\n" if event_id else ""
@@ -43,6 +57,13 @@ def sse(event: str, data: dict | str, event_id: str | None = None) -> str:
 def _load(tenant, message_id: int) -> Message | None:
     with tenant_scope(tenant):
         return Message.objects.filter(pk=message_id).first()
+
+
+def _fail_stalled(tenant, message_id: int, run_id: str) -> None:
+    from chat.services import answer_fail_stalled
+
+    answer_fail_stalled(tenant=tenant, answer_id=message_id, run_id=run_id,
+                        message=_("The answer stopped unexpectedly (its worker went away). Please regenerate it."))
 
 
 def _fail_unclaimed(tenant, message_id: int) -> None:
@@ -69,12 +90,18 @@ def _final_events(message: Message, *, replay_text: bool) -> list[tuple[str | No
     return events
 
 
-async def answer_events(*, tenant, message_id: int, after: str = "0",
-                        tick_ms: int | None = None) -> AsyncIterator[tuple[str | None, str, dict]]:
+async def answer_events(*, tenant, message_id: int, after: str = "0", tick_ms: int | None = None,
+                        prelude: list | tuple = ()) -> AsyncIterator[tuple[str | None, str, dict]]:
     """(id, kind, data) from `after` on, until done/error. kind "ping": time to send a heartbeat;
-    kind "tick": nothing arrived within tick_ms (when given)."""
-    stream = streams.AsyncStream(message_id)
+    kind "tick": nothing arrived within tick_ms (when given). `prelude`: events the caller already read
+    (they are yielded first, and reading continues after the last of them)."""
     after = after or "0"
+    for entry_id, kind, data in prelude:
+        yield entry_id, kind, data
+        after = entry_id or after
+        if kind in streams.FINAL_KINDS:
+            return
+    stream = streams.AsyncStream(message_id)
     last_beat = last_check = time.monotonic()
     final_seen_at = None
     try:
@@ -116,6 +143,10 @@ async def answer_events(*, tenant, message_id: int, after: str = "0",
             elif message.status == Message.Status.QUEUED and \
                     message.created_at < timezone.now() - timedelta(seconds=queue_timeout_s()):
                 await sync_to_async(_fail_unclaimed)(tenant, message_id)
+            elif message.status == Message.Status.RUNNING:
+                last_sign = _entry_time(after) or (message.started_at.timestamp() if message.started_at else None)
+                if last_sign is not None and time.time() - last_sign > stall_timeout_s():
+                    await sync_to_async(_fail_stalled)(tenant, message_id, message.run_id)
     finally:
         await stream.close()
 
@@ -137,14 +168,15 @@ async def text_before(message_id: int, until: str) -> str:
         await stream.close()
 
 
-async def sse_relay(*, tenant, message_id: int, after: str = "0", render: bool = False) -> AsyncIterator[str]:
+async def sse_relay(*, tenant, message_id: int, after: str = "0", render: bool = False,
+                    prelude: list | tuple = ()) -> AsyncIterator[str]:
     """SSE for browsers and API clients: meta / token / reset / done / error (+ html when render)."""
     yield "retry: 1000\n\n"
     text = await text_before(message_id, after) if render else ""
     dirty = False
     last_render = 0.0
     async for entry_id, kind, data in answer_events(tenant=tenant, message_id=message_id, after=after,
-                                                    tick_ms=100 if render else None):
+                                                    tick_ms=100 if render else None, prelude=prelude):
         if kind == "ping":
             yield ": keep-alive\n\n"
             continue

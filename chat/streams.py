@@ -63,6 +63,20 @@ def publish(message_id: int, kind: str, data: dict | None = None) -> str:
     return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
 
 
+def start_run(message_id: int, *, run_id: str, restarted: bool, meta: dict) -> bool:
+    """Record the run that owns the answer, publish `reset` (for a restarted run) and `meta`; True when a
+    Stop was already requested."""
+    key = stream_key(message_id)
+    pipe = client().pipeline(transaction=False)
+    pipe.set(run_key(message_id), run_id, ex=STREAM_TTL_S)
+    if restarted:
+        pipe.xadd(key, _fields("reset", {}))
+    pipe.xadd(key, _fields("meta", meta))
+    pipe.expire(key, STREAM_TTL_S)
+    pipe.exists(cancel_key(message_id))
+    return bool(pipe.execute()[-1])
+
+
 def read(message_id: int, *, after: str = "0", block_ms: int | None = None, count: int = 500):
     response = client().xread({stream_key(message_id): after}, block=block_ms, count=count)
     return [decode(e) for _key, entries in response for e in entries] if response else []
@@ -70,6 +84,17 @@ def read(message_id: int, *, after: str = "0", block_ms: int | None = None, coun
 
 def history(message_id: int) -> list[tuple[str, str, dict]]:
     return [decode(e) for e in client().xrange(stream_key(message_id))]
+
+
+def text_so_far(message_id: int) -> str:
+    """The answer's text as streamed so far (what a reader has seen)."""
+    text = ""
+    for _id, kind, data in history(message_id):
+        if kind == "reset":
+            text = ""
+        elif kind == "token":
+            text += data.get("text", "")
+    return text
 
 
 def exists(message_id: int) -> bool:

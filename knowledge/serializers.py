@@ -24,7 +24,7 @@ class KnowledgeBaseWriteSerializer(serializers.Serializer):
                                             help_text="One of the models the operator offers (EMBEDDING_MODELS).")
     chunk_size = serializers.IntegerField(min_value=MIN_CHUNK_SIZE, max_value=MAX_CHUNK_SIZE, required=False)
     chunk_overlap = serializers.IntegerField(min_value=0, max_value=MAX_CHUNK_SIZE // 2, required=False)
-    retrieval = serializers.JSONField(required=False)
+    retrieval = serializers.DictField(required=False, help_text="Named retrieval settings (an object).")
 
 
 class ProgressSerializer(serializers.Serializer):

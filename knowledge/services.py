@@ -78,6 +78,15 @@ def _validate_model(*, tenant: Tenant, model: str, allow_any_model: bool) -> int
             "err": exc}}) from exc
 
 
+def _validate_retrieval(retrieval) -> dict:
+    """Retrieval settings are an object of named settings (knowledge.search validates the values)."""
+    if retrieval is None:
+        return {}
+    if not isinstance(retrieval, dict):
+        raise ValidationError({"retrieval": _("Retrieval settings must be an object of named settings.")})
+    return retrieval
+
+
 def kb_create(*, tenant: Tenant, name: str, description: str = "", language: str = "auto",
               embedding_model: str | None = None, chunk_size: int = 900, chunk_overlap: int = 120,
               retrieval: dict | None = None, created_by=None, allow_any_model: bool = False) -> KnowledgeBase:
@@ -86,6 +95,7 @@ def kb_create(*, tenant: Tenant, name: str, description: str = "", language: str
     if not name:
         raise ValidationError({"name": _("A name is required.")})
     model = embedding_model or available_models()[0]
+    retrieval = _validate_retrieval(retrieval)
     _validate_chunking(chunk_size, chunk_overlap)
     dim = _validate_model(tenant=tenant, model=model, allow_any_model=allow_any_model)
     if language not in KnowledgeBase.Language.values:
@@ -95,7 +105,7 @@ def kb_create(*, tenant: Tenant, name: str, description: str = "", language: str
             raise ValidationError({"name": _("A knowledge base with this name already exists.")})
         kb = KnowledgeBase(tenant=tenant, name=name, description=description, language=language,
                            embedding_model=model, embedding_dim=dim, chunk_size=chunk_size,
-                           chunk_overlap=chunk_overlap, retrieval=retrieval or {}, created_by=created_by)
+                           chunk_overlap=chunk_overlap, retrieval=retrieval, created_by=created_by)
         try:
             with transaction.atomic():
                 kb.save()
@@ -120,9 +130,10 @@ def kb_update(*, tenant: Tenant, kb: KnowledgeBase, allow_any_model: bool = Fals
             if clash:
                 raise ValidationError({"name": _("A knowledge base with this name already exists.")})
             kb.name = name
-        for field in ("description", "retrieval"):
-            if field in changes:
-                setattr(kb, field, changes[field] if changes[field] is not None else ("" if field == "description" else {}))
+        if "description" in changes:
+            kb.description = changes["description"] or ""
+        if "retrieval" in changes:
+            kb.retrieval = _validate_retrieval(changes["retrieval"])
         if "language" in changes:
             if changes["language"] not in KnowledgeBase.Language.values:
                 raise ValidationError({"language": _("Unknown language.")})

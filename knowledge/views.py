@@ -1,5 +1,6 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -42,11 +43,19 @@ def kb_create(request):
     return render(request, "knowledge/kb_form.html", {"form": form, "kb": None})
 
 
+DOCUMENTS_PER_PAGE = 50
+
+
 def _documents_context(request, kb):
-    documents = list(selectors.document_list(tenant=request.tenant, kb=kb)[:500])
+    # get_page: a missing or malformed number shows the first page, one past the end the last.
+    page = Paginator(selectors.document_list(tenant=request.tenant, kb=kb), DOCUMENTS_PER_PAGE).get_page(
+        request.GET.get("page"))
+    documents = list(page.object_list)
     return {
         "kb": kb,
         "documents": documents,
+        "page": page,
+        "page_query": f"?page={page.number}" if page.number > 1 else "",
         "polling": any(d.is_active for d in documents),
         "stats": selectors.kb_stats(tenant=request.tenant, kb=kb),
         "can_edit": request.membership.is_admin,

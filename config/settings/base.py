@@ -38,6 +38,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "accounts.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # uvicorn serves the app alone (make run): static files come from the app itself, no CDN, no proxy needed.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -77,6 +79,13 @@ DATABASES = {"default": env.db("DATABASE_URL", default="postgres://ragdesk@127.0
 DATABASES["default"]["ENGINE"] = "config.dbbackend"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Under ASGI (uvicorn) every request runs in a thread of its own, so per-thread persistent connections mean a new
+# connection per request (5-15 ms). DB_POOL_MAX > 0 gives the process a psycopg connection pool instead
+# (Django's advice for async servers); set it for the uvicorn process, not for forking Celery workers.
+DB_POOL_MAX = env.int("DB_POOL_MAX", default=0)
+if DB_POOL_MAX > 0:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": 1, "max_size": DB_POOL_MAX, "timeout": 10}
 DATABASES["default"].setdefault("OPTIONS", {})
 # Tenant-filtered HNSW scans must keep going until k rows pass the filter.
 DATABASES["default"]["OPTIONS"]["options"] = "-c hnsw.iterative_scan=relaxed_order"
@@ -116,6 +125,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
+# Serve straight from the apps' static folders (found once at start-up), so collectstatic is optional.
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media")))
 STORAGES = {
@@ -201,6 +212,7 @@ CELERY_BEAT_SCHEDULE["llm-health-check"] = {
 # call waits at most CHAT_API_WAIT_S for its answer.
 CHAT_QUEUE_TIMEOUT_S = env.int("CHAT_QUEUE_TIMEOUT_S", default=120)
 CHAT_API_WAIT_S = env.int("CHAT_API_WAIT_S", default=600)
+CHAT_STALL_TIMEOUT_S = env.int("CHAT_STALL_TIMEOUT_S", default=300)  # a running answer silent this long has failed
 
 LOGGING = {
     "version": 1,

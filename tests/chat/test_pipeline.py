@@ -158,7 +158,7 @@ def test_stop_keeps_the_partial_answer(scope_a, assistant_a, docs, fake_llm, mon
     answer = run(scope_a.tenant, answer)
     assert answer.status == Message.Status.STOPPED
     assert answer.content.startswith("w0 w1 w2")
-    assert len(answer.content.split()) < 400
+    assert len(answer.content.split()) < 400, answer.timings
     _id, kind, data = streams.history(answer.pk)[-1]
     assert kind == "done" and data["status"] == "stopped"
 
@@ -246,3 +246,20 @@ def test_real_hybrid_search_grounds_the_answer(scope_a, assistant_a, fake_llm, r
     assert answer.citations[0]["document_id"] == refunds.pk and answer.citations[0]["title"] == "Refund policy"
     prompt = llm_calls[0][1]["request"].messages[-1]["content"]
     assert prompt.index("within 30 days of purchase") < prompt.index("</documents>")
+
+
+def test_every_stage_is_on_the_ledger_with_the_message_id(scope_a, assistant_a, docs, fake_llm):
+    from billing.selectors import usage_for_message
+
+    docs.add("Refunds are possible within 30 days.")
+    question, first = ask(scope_a.tenant, assistant_a, "Refunds?")
+    run(scope_a.tenant, first)
+    _q, second = ask(scope_a.tenant, assistant_a, "And for gifts?", conversation=question.conversation)
+    run(scope_a.tenant, second)
+    assert [s.stage for s in usage_for_message(tenant=scope_a.tenant, message_id=first.pk).stages] == ["answer"]
+    stages = usage_for_message(tenant=scope_a.tenant, message_id=second.pk).stages
+    assert [s.stage for s in stages] == ["condense", "answer"]
+    answer_stage = stages[-1]
+    assert (answer_stage.input_tokens, answer_stage.output_tokens) == (second.input_tokens, second.output_tokens)
+    run(scope_a.tenant, second)  # a redelivered task for a finished answer records nothing more
+    assert sum(s.calls for s in usage_for_message(tenant=scope_a.tenant, message_id=second.pk).stages) == 2

@@ -97,3 +97,20 @@ def test_someone_elses_answer_is_404(finished, tenant_a):
     colleague = web_client(tenant_a.member, tenant_a.tenant)
     assert colleague.get(f"/chat/messages/{finished.pk}/stream").status_code == 404
     assert colleague.get(f"/chat/messages/{finished.pk}/").status_code == 404
+
+
+def test_answer_whose_worker_died_fails_instead_of_hanging(client_a, scope_a, assistant_a, settings, monkeypatch):
+    from chat.pipeline import AnswerRun
+
+    settings.CHAT_STALL_TIMEOUT_S = 0
+    monkeypatch.setattr("chat.sse.IDLE_BLOCK_MS", 50)
+    _q, answer = services.question_ask(tenant=scope_a.tenant, assistant=assistant_a, content="Anyone?",
+                                       user=scope_a.owner)
+    run = AnswerRun(tenant=scope_a.tenant, message_id=answer.pk)
+    assert run.claim()  # a worker took it, then died without a word
+    streams.publish(answer.pk, "token", {"text": "half"})
+    events = stream(client_a, answer)
+    assert events[-1]["event"] == "error" and events[-1]["data"]["code"] == "interrupted"
+    answer.refresh_from_db()
+    assert answer.status == Message.Status.FAILED and answer.content == "half"  # what was shown is kept
+    assert run._save(content="late write") is False  # a worker that was only slow can't overwrite it

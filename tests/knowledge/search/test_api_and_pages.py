@@ -7,7 +7,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from accounts.tenancy import tenant_scope
 from knowledge.models import KnowledgeBase
-from knowledge.search.evaluation import eval_question_create, eval_run_create, parse_questions, UploadError
+from knowledge.search.evaluation import UploadError, eval_question_create, eval_run_create, parse_questions
 from knowledge.search.models import EvalQuestion, EvalRun
 from tests.conftest import web_client
 from tests.factories.search import make_indexed_document, make_search_kb
@@ -112,7 +112,7 @@ def test_settings_page_saves_valid_settings_only(client_a, kb_a):
 def test_parse_questions_jsonl_and_csv():
     jsonl = b'{"question": "Q1?", "expected": ["a.txt", 7]}\n\n{"query": "Q2?", "documents": "b"}\n'
     assert [(q.text, q.refs) for q in parse_questions(jsonl, "q.jsonl")] == [("Q1?", ["a.txt", "7"]), ("Q2?", ["b"])]
-    csv_data = "question,expected\nQ3?,a.txt|Security\n".encode()
+    csv_data = b"question,expected\nQ3?,a.txt|Security\n"
     assert [(q.text, q.refs) for q in parse_questions(csv_data, "q.csv")] == [("Q3?", ["a.txt", "Security"])]
     for bad in (b"{not json}\n", b"question\n\n", b"foo,bar\n1,2\n", "\xff".encode("latin-1")):
         with pytest.raises(UploadError):
