@@ -114,7 +114,7 @@ def _existing(slug: str, chunks: int):
         stats = IndexStats.all_tenants.filter(kb=kb).first() if kb else None
         if kb and stats and stats.chunk_count == chunks and Chunk.all_tenants.filter(kb=kb).count() == chunks:
             return tenant, kb
-        tenant.delete()
+        KnowledgeBase.all_tenants.filter(tenant=tenant).delete()  # rebuilt below, in the same tenant
         return None
 
 
@@ -128,7 +128,7 @@ def _build_tenant(slug: str, chunks: int, corpus: Corpus, label: str):
     from knowledge.search.services import postings_index_documents
 
     with system_scope():
-        tenant = Tenant.objects.create(name=f"Bench {label}", slug=slug)
+        tenant, _created = Tenant.objects.get_or_create(slug=slug, defaults={"name": f"Bench {label}"})
     started = time.perf_counter()
     with tenant_scope(tenant):
         kb = KnowledgeBase.objects.create(tenant=tenant, name="bench", language="en", embedding_model=MODEL,

@@ -27,13 +27,20 @@ def main(paths: list[str]) -> int:
         glossary.update(json.loads(Path(path).read_text(encoding="utf-8")))
     catalog = polib.pofile(str(PO))
     for entry in catalog:
-        if entry.msgid in glossary:
-            entry.msgstr = glossary[entry.msgid]
+        text = glossary.get(entry.msgid) or glossary.get(entry.msgid_plural or "")
+        if text:
+            if entry.msgid_plural:
+                entry.msgstr_plural = {0: text}  # Korean has one plural form
+            else:
+                entry.msgstr = text
             if "fuzzy" in entry.flags:
                 entry.flags.remove("fuzzy")
     catalog.save()
     subprocess.run([*manage, "compilemessages", "-l", "ko", "--ignore=.venv"], check=True, cwd=ROOT)
-    missing = [e.msgid for e in catalog if not e.msgstr and not e.msgid_plural and e.msgid]
+    missing = [
+        e.msgid for e in catalog
+        if e.msgid and not (e.msgstr_plural.get(0) if e.msgid_plural else e.msgstr)
+    ]
     for msgid in missing:
         print(f"untranslated: {msgid!r}")
     print(f"{len(catalog) - len(missing)} of {len(catalog)} messages translated")

@@ -73,3 +73,9 @@ def test_asgi_app_refuses_oversize_uploads_before_reading_them():
     }
     asyncio.run(application(scope, receive, send))
     assert sent[0]["status"] == 413
+
+
+def test_static_assets_are_served_by_the_app(client):
+    response = client.get("/static/vendor/htmx.min.js")
+    assert response.status_code == 200
+    assert b"htmx" in b"".join(response.streaming_content if response.streaming else [response.content])

@@ -146,19 +146,21 @@ def test_stop_keeps_the_partial_answer(scope_a, assistant_a, docs, fake_llm, mon
     real_stream = llm.answer_stream
 
     async def press_stop_after_three_tokens(**kwargs):
+        import asyncio
+
         seen = 0
         async for item in real_stream(**kwargs):
             yield item
             seen += 1
             if seen == 3:
                 streams.request_cancel(kwargs["usage"].message_id)
+                await asyncio.sleep(2)  # the model keeps going; the worker must notice the Stop meanwhile
 
     monkeypatch.setattr(llm, "answer_stream", press_stop_after_three_tokens)
     _q, answer = ask(scope_a.tenant, assistant_a, "Tell me everything")
     answer = run(scope_a.tenant, answer)
     assert answer.status == Message.Status.STOPPED
-    assert answer.content.startswith("w0 w1 w2")
-    assert len(answer.content.split()) < 400, answer.timings
+    assert answer.content == "w0 w1 w2"
     _id, kind, data = streams.history(answer.pk)[-1]
     assert kind == "done" and data["status"] == "stopped"
 
