@@ -37,7 +37,11 @@ def user_signup(*, email: str, password: str, tenant_name: str, name: str = "") 
     email = email.strip().lower()
     if User.objects.filter(email=email).exists():
         raise ValidationError({"email": _("An account with this email already exists.")})
-    user = User.objects.create_user(email=email, password=password, name=name.strip())
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(email=email, password=password, name=name.strip())
+    except IntegrityError as exc:  # a concurrent sign-up with the same email won the race
+        raise ValidationError({"email": _("An account with this email already exists.")}) from exc
     return user, tenant_create(name=tenant_name, owner=user)
 
 

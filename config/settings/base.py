@@ -40,8 +40,6 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Serves /static/ from the app itself (on-premise installs have no CDN or front proxy to lean on).
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    # uvicorn serves the app alone (make run): static files come from the app itself, no CDN, no proxy needed.
-    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -128,8 +126,6 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
 WHITENOISE_USE_FINDERS = True  # serve straight from the apps' static folders; collectstatic is optional
-# Serve straight from the apps' static folders (found once at start-up), so collectstatic is optional.
-WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media")))
 STORAGES = {
