@@ -109,7 +109,9 @@ class Command(BaseCommand):
         log_path = Path(settings.BASE_DIR) / "var" / "local-llm.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "w")  # noqa: SIM115 - the server writes here for as long as it runs
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        # llama_cpp.server reads HOST/PORT from the environment over its flags; make run sets them for the web.
+        env = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT")}
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         stopping = {"now": False}
 
         def stop(signum, frame):
