@@ -84,3 +84,14 @@ def scope_a(tenant_a):
     """Run the test body inside tenant A's scope (services and managers need one)."""
     with tenant_scope(tenant_a.tenant):
         yield tenant_a
+
+
+@pytest.fixture(autouse=True)
+def _english_by_default():
+    """A test that switched the language (a Korean page, a ko request) must not leak it into the next test."""
+    from django.conf import settings
+    from django.utils import translation
+
+    translation.activate(settings.LANGUAGE_CODE)
+    yield
+    translation.activate(settings.LANGUAGE_CODE)
