@@ -27,7 +27,8 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
+
+from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -45,19 +46,6 @@ DOCUMENT = (
 )
 
 
-def _point_at_bench_database() -> None:
-    import psycopg
-
-    url = urlparse(os.environ.get("DATABASE_URL", "postgres://ragdesk@127.0.0.1:54329/ragdesk"))
-    admin = urlunparse(url._replace(path="/postgres", scheme="postgresql"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone():
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    os.environ["DATABASE_URL"] = urlunparse(url._replace(path=f"/{DB_NAME}"))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
-    os.environ["DEBUG"] = "false"
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ["LOG_LEVEL"] = "WARNING"
 
 
 def pct(values, p):
@@ -182,7 +170,7 @@ def stage_timings(message_ids: list[int]) -> dict[int, dict]:
 
 
 def main() -> None:
-    _point_at_bench_database()
+    use_bench_database(DB_NAME)
     env = dict(os.environ)
     from tests.support.ollama_fake import FakeOllamaProcess
 

@@ -22,7 +22,8 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
+
+from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -35,19 +36,6 @@ TEAMS = 10
 BENCH_SHARE = 0.8
 
 
-def _point_at_bench_database() -> None:
-    import psycopg
-
-    url = urlparse(os.environ.get("DATABASE_URL", "postgres://ragdesk@127.0.0.1:54329/ragdesk"))
-    admin = urlunparse(url._replace(path="/postgres", scheme="postgresql"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone():
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    os.environ["DATABASE_URL"] = urlunparse(url._replace(path=f"/{DB_NAME}"))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
-    os.environ["DEBUG"] = "false"
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost")
 
 
 def pct(values, p):
@@ -222,7 +210,7 @@ def bench_page(owner, bench):
 
 
 def main():
-    _point_at_bench_database()
+    use_bench_database(DB_NAME)
     import django
 
     django.setup()

@@ -26,7 +26,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
+
+from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -49,20 +50,6 @@ TEXT_MODE = os.environ.get("RET_BENCH_TEXT", "zipf")
 SLUG_SUFFIX = "" if TEXT_MODE == "zipf" else f"-{TEXT_MODE}"
 
 
-def _point_at_bench_database() -> None:
-    import psycopg
-
-    url = urlparse(os.environ.get("DATABASE_URL", "postgres://ragdesk@127.0.0.1:54329/ragdesk"))
-    admin = urlunparse(url._replace(path="/postgres", scheme="postgresql"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone():
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    os.environ["DATABASE_URL"] = urlunparse(url._replace(path=f"/{DB_NAME}"))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
-    os.environ["DEBUG"] = "false"
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ["LOG_LEVEL"] = "WARNING"
-    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def _vocabulary(rng: random.Random) -> list[str]:
@@ -197,7 +184,7 @@ def _pct(values: list[float], p: float) -> float:
 
 
 def main() -> None:
-    _point_at_bench_database()
+    use_bench_database(DB_NAME)
     import django
 
     django.setup()

@@ -22,7 +22,8 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
+
+from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -32,20 +33,6 @@ EVAL_DIR = Path(os.environ.get("RET_EVAL_DIR", ROOT.parent / "shared" / "eval"))
 SPLIT = os.environ.get("RET_QUALITY_SPLIT", "dev")
 
 
-def _point_at_bench_database() -> None:
-    import psycopg
-
-    url = urlparse(os.environ.get("DATABASE_URL", "postgres://ragdesk@127.0.0.1:54329/ragdesk"))
-    admin = urlunparse(url._replace(path="/postgres", scheme="postgresql"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone():
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    os.environ["DATABASE_URL"] = urlunparse(url._replace(path=f"/{DB_NAME}"))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
-    os.environ["DEBUG"] = "false"
-    os.environ.setdefault("SECRET_KEY", "bench-only")
-    os.environ["LOG_LEVEL"] = "WARNING"
-    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def reference_ensemble(dataset, doc_vectors, query_vectors: dict[str, list[float]]):
@@ -85,7 +72,7 @@ def _drop(tenant, system_scope) -> None:
 
 
 def main() -> None:
-    _point_at_bench_database()
+    use_bench_database(DB_NAME)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     import django
 

@@ -108,8 +108,12 @@ def _packaged_model_path(name: str) -> str:
 
 class SentenceTransformerEmbedder(Embedder):
     def __init__(self, name: str):
+        import torch
         from sentence_transformers import SentenceTransformer  # imports torch: only in embedding processes
 
+        # One thread per process: web and worker processes already run side by side on few cores, and a
+        # query embedding measured 15 ms with one thread but up to a second with two on a busy 2-core machine.
+        torch.set_num_threads(int(os.environ.get("EMBEDDING_TORCH_THREADS", "1")))
         self.name = name
         model_id = name.removeprefix("st:")
         self._model = SentenceTransformer(_packaged_model_path(model_id), device="cpu")

@@ -1,0 +1,22 @@
+"""Point a benchmark at a database of its own (created on first use) on the server in DATABASE_URL, so a
+benchmark's data never mixes with the app's, and set the environment Django reads before it is set up."""
+
+import os
+from urllib.parse import urlparse, urlunparse
+
+
+def use_bench_database(name: str) -> None:
+    import psycopg
+
+    url = urlparse(os.environ.get("DATABASE_URL", "postgres://ragdesk@127.0.0.1:54329/ragdesk"))
+    admin = urlunparse(url._replace(path="/postgres", scheme="postgresql"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+    os.environ["DATABASE_URL"] = urlunparse(url._replace(path=f"/{name}"))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
+    os.environ["DEBUG"] = "false"
+    os.environ.setdefault("SECRET_KEY", "bench-only")
+    os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost")
+    os.environ["LOG_LEVEL"] = "WARNING"
+    os.environ.setdefault("TQDM_DISABLE", "1")
