@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.labels import register_label_resolver
+from billing.labels import _resolvers, register_label_resolver
 from billing.models import Plan
 from billing.services import subscription_set
 from billing.types import Stage
@@ -55,12 +55,15 @@ def test_usage_page_shows_totals_breakdowns_and_top_conversations(usage_a, usage
     assert "777,777" not in page and "grok-4" not in page and "#990" not in page  # tenant B's usage
 
 
+_real_assistant_resolver = _resolvers.get("assistant", lambda tenant, ids: {})
+
+
 def test_labels_come_from_the_apps_above_billing(usage_a, client_a):
     register_label_resolver("assistant", lambda tenant, ids: {7: "Support bot"} if 7 in ids else {})
     try:
         page = client_a.get("/usage/").content.decode()
     finally:
-        register_label_resolver("assistant", lambda tenant, ids: {})
+        register_label_resolver("assistant", _real_assistant_resolver)
     assert "Support bot" in page and "Assistant #8" in page
 
 
@@ -112,7 +115,7 @@ def test_csv_cells_cannot_run_as_formulas(tenant_a, client_a):
         record_usage(tenant_a.tenant, assistant_id=5)
         body = client_a.get("/usage/export.csv").content.decode()
     finally:
-        register_label_resolver("assistant", lambda tenant, ids: {})
+        register_label_resolver("assistant", _real_assistant_resolver)
     assert "'=HYPERLINK" in body
 
 

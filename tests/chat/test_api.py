@@ -4,6 +4,7 @@ gateway against the fake Ollama; the view waits on the same Redis stream a live 
 import pytest
 
 from accounts.services import api_key_create
+from accounts.tenancy import tenant_scope
 from billing.errors import QuotaExceeded
 from chat.models import Assistant, Conversation, Message
 from tests.chat.test_sse import parse
@@ -173,3 +174,14 @@ def test_openapi_documents_the_chat_api(client):
     for path in ("/api/v1/assistants/{assistant_id}/chat", "/api/v1/conversations", "/api/v1/messages/{message_id}/feedback",
                  "/api/v1/openai/chat/completions", "/api/v1/openai/models"):
         assert path in schema
+
+
+def test_usage_pages_name_assistants_and_conversations(tenant_a):
+    """Billing can't import chat; chat registers how its ids are named on the usage pages."""
+    from billing.labels import _resolvers
+    from tests.factories.chat import AssistantFactory
+
+    with tenant_scope(tenant_a.tenant):
+        assistant = AssistantFactory(tenant=tenant_a.tenant, name="Support bot")
+        names = _resolvers["assistant"](tenant_a.tenant, [assistant.pk, 987654])
+    assert names == {assistant.pk: "Support bot"}
