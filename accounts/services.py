@@ -96,6 +96,9 @@ def invitation_accept(*, raw_token: str, user: User) -> Membership:
     invitation = invitation_by_token(raw_token=raw_token)
     if invitation is None:
         raise ValidationError(_("This invitation is invalid or has expired."))
+    if user.email.lower() != invitation.email.lower():
+        # The link is a secret mailed to one address; a forwarded or leaked link must not let anyone in.
+        raise ValidationError(_("This invitation was sent to another email address."))
     try:
         with transaction.atomic():
             membership = Membership.objects.create(user=user, tenant=invitation.tenant, role=invitation.role)

@@ -147,11 +147,15 @@ def invitation_accept(request, token: str):
             request, "accounts/invitation_signup.html",
             {"invitation": invitation, "form": form, "login_url": login_url},
         )
-    if request.method == "POST":
+    wrong_account = request.user.email.lower() != invitation.email.lower()
+    if request.method == "POST" and not wrong_account:
         membership = services.invitation_accept(raw_token=token, user=request.user)
         request.session[SESSION_TENANT_KEY] = membership.tenant_id
         return redirect("home")
-    return render(request, "accounts/invitation_accept.html", {"invitation": invitation})
+    return render(
+        request, "accounts/invitation_accept.html", {"invitation": invitation, "wrong_account": wrong_account},
+        status=403 if wrong_account else 200,
+    )
 
 
 @never_cache  # the response may carry a new secret: no cached copy, no back-button replay

@@ -112,3 +112,29 @@ def test_newcomer_signs_up_through_the_invitation(client_a, tenant_a, client):
     membership = Membership.objects.get(user__email="newbie@example.com")
     assert membership.tenant == tenant_a.tenant and membership.role == Role.MEMBER
     assert Membership.objects.filter(user__email="newbie@example.com").count() == 1  # no own org created
+
+
+def test_invitation_cannot_be_accepted_by_another_account(client_a, tenant_a, tenant_b):
+    client_a.post("/accounts/settings/members/", {"email": "invited@example.com", "role": "admin"})
+    token = re.search(r"/accounts/invite/(\S+)/", mail.outbox[-1].body).group(1)
+    intruder = web_client(tenant_b.owner, tenant_b.tenant)  # someone the link was forwarded to
+    path = f"/accounts/invite/{token}/"
+    assert intruder.get(path).status_code == 403
+    assert intruder.post(path).status_code == 403
+    assert not Membership.objects.filter(user=tenant_b.owner, tenant=tenant_a.tenant).exists()
+    with pytest.raises(ValidationError):
+        from accounts.services import invitation_accept
+
+        invitation_accept(raw_token=token, user=tenant_b.owner)
+    # The invited address itself still gets in.
+    invited = User.objects.create_user(email="Invited@Example.com", password="pw-for-tests-123")
+    assert web_client_for(invited).post(path).status_code == 302
+    assert Membership.objects.get(user=invited, tenant=tenant_a.tenant).role == Role.ADMIN
+
+
+def web_client_for(user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client

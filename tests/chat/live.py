@@ -63,7 +63,8 @@ def close_new_connections(before: set[int]) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND NOT pid = ANY(%s)",
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND NOT pid = ANY(%s) "
+            "AND backend_type = 'client backend'",  # an autovacuum worker may be there too; it isn't ours
             [list(before)],
         )
 
