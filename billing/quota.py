@@ -297,12 +297,8 @@ def _rate_error(limit: str, value, used, reset_at: datetime, now: datetime, too_
 
 # ---------------------------------------------------------------- counters: settle, release, expire
 
-_DELTA_SQL = """
-INSERT INTO billing_quotacounter AS c
-  (tenant_id, kind, subject_id, period_start, used_tokens, used_cost, reserved_tokens, reserved_cost,
-   window_start, window_tokens, window_requests, notified_pct, hard)
-SELECT %s, v.kind, v.subject_id, v.period_start, v.du, v.dc, v.rt, v.rc, v.ws, v.wt, 0, 0, false
-FROM (VALUES {values}) AS v(kind, subject_id, period_start, du, dc, rt, rc, ws, wt)
+# How a delta row lands on a counter; shared with the ledger insert in services.usage_record.
+COUNTER_DELTA_UPSERT = """
 ON CONFLICT ON CONSTRAINT billing_counter_key DO UPDATE SET
   used_tokens = c.used_tokens + EXCLUDED.used_tokens,
   used_cost = c.used_cost + EXCLUDED.used_cost,
@@ -311,6 +307,14 @@ ON CONFLICT ON CONSTRAINT billing_counter_key DO UPDATE SET
   window_tokens = CASE WHEN EXCLUDED.window_start IS NOT NULL AND c.window_start = EXCLUDED.window_start
                        THEN GREATEST(c.window_tokens + EXCLUDED.window_tokens, 0) ELSE c.window_tokens END
 RETURNING c.id, c.kind, c.period_start, c.used_tokens, c.used_cost, c.notified_pct
+"""
+_DELTA_SQL = """
+INSERT INTO billing_quotacounter AS c
+  (tenant_id, kind, subject_id, period_start, used_tokens, used_cost, reserved_tokens, reserved_cost,
+   window_start, window_tokens, window_requests, notified_pct, hard)
+SELECT %s, v.kind, v.subject_id, v.period_start, v.du, v.dc, v.rt, v.rc, v.ws, v.wt, 0, 0, false
+FROM (VALUES {values}) AS v(kind, subject_id, period_start, du, dc, rt, rc, ws, wt)
+{upsert}
 """
 _DELTA_ROW = "(%s::text, %s::bigint, %s::date, %s::bigint, %s::numeric, %s::bigint, %s::numeric, %s::timestamptz, %s::bigint)"
 
@@ -362,7 +366,7 @@ def apply_deltas(*, tenant_id: int, used: dict | None, claimed: Claimed | None) 
     for (period, _rank, sid, kind) in sorted(deltas):
         du, dc, rt, rc, ws, wt = deltas[(period, _rank, sid, kind)]
         params += [kind, sid, period, du, dc, rt, rc, ws, wt]
-    sql = _DELTA_SQL.format(values=", ".join([_DELTA_ROW] * len(deltas)))
+    sql = _DELTA_SQL.format(values=", ".join([_DELTA_ROW] * len(deltas)), upsert=COUNTER_DELTA_UPSERT)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()

@@ -144,14 +144,7 @@ WITH res AS (
          false
   FROM deltas GROUP BY kind, rank, subject_id, period_start
   ORDER BY period_start, rank, subject_id  -- one lock order for every writer: no deadlocks
-  ON CONFLICT ON CONSTRAINT billing_counter_key DO UPDATE SET
-    used_tokens = c.used_tokens + EXCLUDED.used_tokens,
-    used_cost = c.used_cost + EXCLUDED.used_cost,
-    reserved_tokens = GREATEST(c.reserved_tokens + EXCLUDED.reserved_tokens, 0),
-    reserved_cost = GREATEST(c.reserved_cost + EXCLUDED.reserved_cost, 0),
-    window_tokens = CASE WHEN EXCLUDED.window_start IS NOT NULL AND c.window_start = EXCLUDED.window_start
-                         THEN GREATEST(c.window_tokens + EXCLUDED.window_tokens, 0) ELSE c.window_tokens END
-  RETURNING c.id, c.kind, c.period_start, c.used_tokens, c.used_cost, c.notified_pct
+""" + quota.COUNTER_DELTA_UPSERT + """
 )
 SELECT (SELECT id FROM ins), t.id, t.used_tokens, t.used_cost, t.notified_pct
 FROM (SELECT 1) AS one LEFT JOIN up AS t ON t.kind = 'tenant' AND t.period_start = %(period)s::date

@@ -6,9 +6,10 @@ from __future__ import annotations
 import subprocess
 
 from llm.localserver import free_port, gguf_path, server_command, wait_ready
+from tests.support.process import ServerProcess
 
 
-class LlamaCppServer:
+class LlamaCppServer(ServerProcess):
     def __init__(self, *, n_ctx: int = 2048):
         model = gguf_path()
         if not model:
@@ -21,17 +22,3 @@ class LlamaCppServer:
             self.close()
             raise RuntimeError("the llama.cpp server did not start")
 
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

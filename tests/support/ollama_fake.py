@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 import httpx
 
 from tests.support.httpmini import MiniHTTPServer, Request, Response
+from tests.support.process import ServerProcess
 
 DEFAULT_MODELS = ("fake:latest", "fake-embed:latest")
 VERSION = "0.12.0-fake"
@@ -501,8 +502,10 @@ class FakeOllama:
         self.close()
 
 
-class FakeOllamaProcess:
+class FakeOllamaProcess(ServerProcess):
     """The fake in its own Python process (benchmarks; `kill()` is a real SIGKILL)."""
+
+    stop_timeout_s = 5
 
     def __init__(self, port: int = 0, **config):
         self.config = FakeConfig(**config)
@@ -543,22 +546,6 @@ class FakeOllamaProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(5)
 
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stdout:
-            self.proc.stdout.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 async def _serve_forever(port: int, config: FakeConfig) -> None:

@@ -24,6 +24,7 @@ import time
 from datetime import UTC, datetime
 
 from tests.support.httpmini import MiniHTTPServer, Request, Response
+from tests.support.process import ServerProcess
 
 MODEL_NAME = "smollm2:latest"
 
@@ -245,7 +246,7 @@ class LlamaOllamaApp:
                               "load_duration": 0, "prompt_eval_count": count})
 
 
-class LlamaOllamaProcess:
+class LlamaOllamaProcess(ServerProcess):
     """The llama-backed Ollama server in its own process (loading the model takes a few seconds)."""
 
     def __init__(self, model_path: str | None = None, port: int = 0):
@@ -265,22 +266,6 @@ class LlamaOllamaProcess:
         self.port = int(line.split()[1])
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc.stdout:
-            self.proc.stdout.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 async def _serve(port: int, model_path: str) -> None:
