@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import generics, status
+from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -266,11 +266,15 @@ class MessageRegenerate(APIView):
                    summary="Answer the same question again (a new version; older versions stay)")
     def post(self, request, message_id):
         answer = selectors.answer_get(tenant=request.tenant, message_id=message_id, **visible(request))
+        # The body is optional ({"stream": bool}); check it before regenerating, so a bad one changes nothing.
+        body = request.data
+        if not isinstance(body, dict) or set(body) - {"stream"}:
+            raise serializers.ValidationError({"non_field_errors": ['Send no body or {"stream": true|false}.']})
+        stream = str(request.query_params.get("stream", body.get("stream", ""))).lower() in ("1", "true")
         try:
             new = services.answer_regenerate(tenant=request.tenant, answer=answer, **actor(request))
         except DjangoValidationError as exc:
             raise as_drf_validation_error(exc) from exc
-        stream = str(request.query_params.get("stream", request.data.get("stream", ""))).lower() in ("1", "true")
         return answer_response(request, None, new, stream=stream)
 
 
