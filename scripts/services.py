@@ -129,7 +129,7 @@ def ensure_postgres() -> str:
         log(f"starting PostgreSQL on 127.0.0.1:{port}")
         opts = (
             f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=400 "
-            "-c shared_buffers=256MB -c synchronous_commit=off -c work_mem=16MB "
+            f"-c shared_buffers={os.environ.get('PG_SHARED_BUFFERS', '256MB')} -c synchronous_commit=off -c work_mem=16MB "
             "-c maintenance_work_mem=256MB"
         )
         as_pg_user(

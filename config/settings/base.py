@@ -158,6 +158,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"EvalRunStatusEnum": "knowledge.search.models.EvalRun.Status"},
 }
 
 INVITATION_TTL_HOURS = env.int("INVITATION_TTL_HOURS", default=72)

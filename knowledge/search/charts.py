@@ -9,8 +9,9 @@ SERIES = (("ndcg_at_10", "nDCG@10", "#1e4fd8"), ("recall_at_k", "Recall@k", "#16
 
 
 def runs_chart(runs, *, width: int = 640, height: int = 220, title: str = "") -> str:
-    """Runs oldest first; one polyline per metric over 0..1, with point titles for hover and screen readers."""
-    runs = [r for r in runs if r.ndcg_at_10 is not None]
+    """Runs oldest first; one polyline per metric over 0..1, with point titles for hover and screen readers.
+    Only finished runs are plotted (queued, running and failed runs have no metrics)."""
+    runs = [r for r in runs if getattr(r, "status", "done") == "done" and r.ndcg_at_10 is not None]
     if not runs:
         return ""
     left, right, top, bottom = 36, 12, 12, 28

@@ -108,8 +108,16 @@ def _shingles(text: str, size: int = 3) -> set:
 def near_duplicates(texts: Sequence[str], *, threshold: float) -> set[int]:
     """Indices (into a best-first list) of chunks that repeat an earlier, better-ranked chunk: word-3-gram
     Jaccard similarity >= threshold (1.0: only identical text after whitespace and case folding)."""
-    kept: list[set] = []
     drop: set[int] = set()
+    if threshold >= 1.0:  # Jaccard 1.0 means equal sets: a hash lookup instead of comparing every pair
+        seen: set[frozenset] = set()
+        for i, text in enumerate(texts):
+            grams = frozenset(_shingles(text))
+            if grams and grams in seen:
+                drop.add(i)
+            seen.add(grams)
+        return drop
+    kept: list[set] = []
     for i, text in enumerate(texts):
         grams = _shingles(text)
         for other in kept:

@@ -4,7 +4,7 @@ evaluation feature (test questions, runs).
 The inverted index is laid out for one query pattern: "the postings of these few terms in these KBs".
 A PostingBlock row holds, for one (document, term), the ids of the document's chunks that contain the term
 with the term's frequency and each chunk's length, as parallel arrays. A query reads one index range per
-(KB, term) and never the rest of the KB; re-indexing or deleting a document touches only its own rows.
+(KB, term), or single (KB, term, document) blocks, and never the rest of the KB; re-indexing or deleting a document touches only its own rows.
 Document frequencies live in TermStat (one row per KB and term) and corpus totals in IndexStats.
 """
 
@@ -42,6 +42,10 @@ class TermStat(TenantModel):
     kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="+", db_index=False)
     term = models.CharField(max_length=MAX_TERM_LENGTH, db_collation="C")
     df = models.IntegerField(default=0)
+    # Bounds for top-k pruning: the largest tf and the shortest chunk among the term's postings. Indexing
+    # widens them; removing a document leaves them as they are (still bounds, maybe loose) until a rebuild.
+    max_tf = models.IntegerField(null=True, blank=True)
+    min_length = models.IntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["kb", "term"], name="uniq_search_term_per_kb")]
@@ -59,7 +63,8 @@ class PostingBlock(TenantModel):
     lengths = ArrayField(models.IntegerField())
 
     class Meta:
-        indexes = [models.Index(fields=["kb", "term"], name="search_posting_kb_term")]
+        # (kb, term) ranges for scanning a term's postings; + document for looking up one document's block.
+        indexes = [models.Index(fields=["kb", "term", "document"], name="search_posting_kb_term_doc")]
 
     def __str__(self) -> str:
         return f"{self.term} in document {self.document_id}"
@@ -97,22 +102,36 @@ class EvalQuestion(TenantModel):
 
 
 class EvalRun(TenantModel):
+    """One evaluation of a KB's test questions. Started queued (settings and questions fixed at that moment),
+    run by a worker (knowledge.search.tasks.run_evaluation), then done with metrics or failed with a reason."""
+
     class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
         DONE = "done", _("Done")
         FAILED = "failed", _("Failed")
 
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
     kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="eval_runs")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DONE)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     k = models.PositiveSmallIntegerField(default=10)
-    question_count = models.PositiveIntegerField(default=0)
+    question_count = models.PositiveIntegerField(default=0)  # questions to score, known when the run starts
+    progress = models.PositiveIntegerField(default=0)  # questions scored so far
+    question_ids = models.JSONField(default=list, blank=True)  # the questions fixed when the run started
     recall_at_k = models.FloatField(null=True)
     ndcg_at_10 = models.FloatField(null=True)
     mrr = models.FloatField(null=True)
-    settings = models.JSONField(default=dict)  # the retrieval settings the run used
+    settings = models.JSONField(default=dict)  # the retrieval settings the run used (snapshot at start)
     per_question = models.JSONField(default=list)  # [{"question_id", "ndcg", "recall", "rr", "found": [...]}]
     error = models.TextField(blank=True)
+    claim_token = models.CharField(max_length=32, blank=True)  # the worker run that owns it while running
+    attempts = models.PositiveSmallIntegerField(default=0)
     created_by = models.ForeignKey("accounts.User", null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.FloatField(default=0)
 
     class Meta:
@@ -120,3 +139,15 @@ class EvalRun(TenantModel):
 
     def __str__(self) -> str:
         return f"run {self.pk} of KB {self.kb_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status == self.Status.DONE:
+            return 100
+        if not self.question_count:
+            return 0
+        return min(100, int(self.progress * 100 / self.question_count))

@@ -166,7 +166,9 @@ def search(*, tenant, kb_ids, query: str, k: int = 8, filters: dict | None = Non
         result = SearchResult(query=query, hits=[], queries=[query], mode=cfg.mode, settings=cfg.as_dict())
         if not kbs:
             return result
-        per_kb = {kb.pk: settings_for(kb, {}) for kb in kbs}
+        # BM25 statistics are per KB; parameters given for this call (k1, b, epsilon) apply to every KB.
+        bm25_overrides = {key: overrides[key] for key in ("k1", "b", "epsilon") if key in overrides}
+        per_kb = {kb.pk: settings_for(kb, bm25_overrides) for kb in kbs}
 
         if cfg.expansion:
             start = time.perf_counter()

@@ -98,8 +98,12 @@ def _write_postings(tenant, kb: KnowledgeBase, documents: list[tuple[int, str, i
         for term, tf in Counter(tokens).items():
             postings[term].append((chunk_id, tf, length))
     dfs: Counter = Counter()
+    max_tf: dict[str, int] = {}
+    min_length: dict[str, int] = {}
     with connection.cursor() as cursor:
         # COPY is refused under row-level security: send flat arrays and let PostgreSQL build the blocks.
+        # Rows go in term order, so a bulk load or rebuild stores each term's blocks side by side on disk and a
+        # common term's postings are read from a few pages instead of one page per document.
         flat: tuple[list, ...] = ([], [], [], [], [])
         for doc_id, postings in per_doc.items():
             for term, entries in postings.items():
@@ -107,6 +111,10 @@ def _write_postings(tenant, kb: KnowledgeBase, documents: list[tuple[int, str, i
                 for chunk_id, tf, length in entries:
                     for column, value in zip(flat, (doc_id, term, chunk_id, tf, length), strict=True):
                         column.append(value)
+                    if tf > max_tf.get(term, 0):
+                        max_tf[term] = tf
+                    if length < min_length.get(term, length + 1):
+                        min_length[term] = length
         start = 0
         while start < len(flat[0]):
             end = start + _FLAT_BATCH
@@ -120,6 +128,7 @@ def _write_postings(tenant, kb: KnowledgeBase, documents: list[tuple[int, str, i
                 FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::int[], %s::int[])
                     AS p(document_id, term, chunk_id, tf, len)
                 GROUP BY p.document_id, p.term
+                ORDER BY p.term, p.document_id
                 """,
                 [tenant.pk, kb.pk, *(column[start:end] for column in flat)],
             )
@@ -129,11 +138,16 @@ def _write_postings(tenant, kb: KnowledgeBase, documents: list[tuple[int, str, i
             # Sorted terms: a fixed lock order on term rows.
             cursor.execute(
                 """
-                INSERT INTO search_termstat (tenant_id, kb_id, term, df)
-                SELECT %s, %s, t.term, t.df FROM unnest(%s::text[], %s::int[]) AS t(term, df) ORDER BY t.term
-                ON CONFLICT (kb_id, term) DO UPDATE SET df = search_termstat.df + EXCLUDED.df
+                INSERT INTO search_termstat (tenant_id, kb_id, term, df, max_tf, min_length)
+                SELECT %s, %s, t.term, t.df, t.max_tf, t.min_length
+                FROM unnest(%s::text[], %s::int[], %s::int[], %s::int[]) AS t(term, df, max_tf, min_length)
+                ORDER BY t.term
+                ON CONFLICT (kb_id, term) DO UPDATE SET df = search_termstat.df + EXCLUDED.df,
+                    max_tf = GREATEST(search_termstat.max_tf, EXCLUDED.max_tf),
+                    min_length = LEAST(search_termstat.min_length, EXCLUDED.min_length)
                 """,
-                [tenant.pk, kb.pk, terms, [dfs[t] for t in terms]],
+                [tenant.pk, kb.pk, terms, [dfs[t] for t in terms], [max_tf[t] for t in terms],
+                 [min_length[t] for t in terms]],
             )
     IndexedDocument.objects.bulk_create([
         IndexedDocument(tenant_id=tenant.pk, document_id=doc_id, kb_id=kb.pk, chunk_count=doc_totals[doc_id][0],

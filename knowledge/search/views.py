@@ -67,17 +67,36 @@ def _documents(request, kb):
         return list(Document.objects.filter(tenant=request.tenant, kb=kb).order_by("title").values_list("pk", "title")[:2000])
 
 
+def _runs_context(request, kb) -> dict:
+    runs = list(evaluation.eval_run_list(tenant=request.tenant, kb=kb)[:30])
+    done = [run for run in reversed(runs) if run.status == EvalRun.Status.DONE]  # oldest first, finished only
+    for run in runs:
+        run.stale = evaluation.eval_run_is_stale(run)
+    return {"kb": kb, "runs": runs, "polling": any(run.is_active and not run.stale for run in runs),
+            "chart": runs_chart(done, title=_("Evaluation runs of %(kb)s") % {"kb": kb.name}),
+            "has_questions": evaluation.eval_question_list(tenant=request.tenant, kb=kb).exists()}
+
+
 @tenant_admin_required
 def evaluation_home(request, kb_id: int):
     kb = _kb(request, kb_id)
     with tenant_scope(request.tenant):
-        questions = list(EvalQuestion.objects.filter(tenant=request.tenant, kb=kb).prefetch_related("expected_documents"))
-        runs = list(EvalRun.objects.filter(tenant=request.tenant, kb=kb)[:30])
-    chart = runs_chart(list(reversed(runs)), title=_("Evaluation runs of %(kb)s") % {"kb": kb.name})
+        questions = list(evaluation.eval_question_list(tenant=request.tenant, kb=kb))
+        context = _runs_context(request, kb)
     return render(request, "knowledge/search/evaluation.html", {
-        "kb": kb, "questions": questions, "runs": runs, "chart": chart, "tab": "evaluation",
+        **context, "questions": questions, "tab": "evaluation",
         "question_form": EvalQuestionForm(documents=_documents(request, kb)), "upload_form": EvalUploadForm(),
     })
+
+
+@tenant_admin_required
+def evaluation_runs(request, kb_id: int):
+    """The runs section alone (chart, history, start button): the evaluation page polls it with htmx while a
+    run is queued or running."""
+    kb = _kb(request, kb_id)
+    with tenant_scope(request.tenant):
+        context = _runs_context(request, kb)
+    return render(request, "knowledge/search/_runs.html", context)
 
 
 @tenant_admin_required
@@ -136,23 +155,28 @@ def evaluation_question_delete(request, eval_question_id: int):
 @tenant_admin_required
 @require_POST
 def evaluation_run(request, kb_id: int):
+    """Start a run and return at once: a worker scores the questions, the page shows its progress."""
     kb = _kb(request, kb_id)
-    run = evaluation.eval_run_create(tenant=request.tenant, kb=kb, user=request.user)
-    if run.status == EvalRun.Status.FAILED:
-        messages.error(request, run.error)
+    try:
+        run = evaluation.eval_run_start(tenant=request.tenant, kb=kb, user=request.user)
+    except evaluation.EvalRunError as exc:
+        messages.error(request, exc.message)
     else:
-        messages.success(request, _("Evaluation finished: nDCG@10 %(ndcg).3f, Recall@%(k)s %(recall).3f, MRR %(mrr).3f.")
-                         % {"ndcg": run.ndcg_at_10, "k": run.k, "recall": run.recall_at_k, "mrr": run.mrr})
+        messages.success(request, _("Evaluation #%(id)s started with %(n)s questions; the results appear below "
+                                    "when it finishes.") % {"id": run.pk, "n": run.question_count})
     return redirect("search:evaluation", kb_id=kb.pk)
 
 
 @tenant_admin_required
 def evaluation_run_detail(request, eval_run_id: int):
-    run = tenant_object_or_404(EvalRun, tenant=request.tenant, pk=eval_run_id)
+    """A run's page; while the run is queued or running, htmx polls it for the body (progress, then results)."""
+    run = evaluation.eval_run_get(tenant=request.tenant, run_id=eval_run_id)
+    run.stale = evaluation.eval_run_is_stale(run)
     with tenant_scope(request.tenant):
         kb = run.kb
         ids = {d for row in run.per_question for d in row.get("found", []) + row.get("expected", [])}
         titles = dict(Document.objects.filter(tenant=request.tenant, pk__in=ids).values_list("pk", "title"))
     rows = [{**row, "found_titles": [(d, titles.get(d, f"#{d}"), d in row.get("expected", [])) for d in row.get("found", [])],
              "expected_titles": [titles.get(d, f"#{d}") for d in row.get("expected", [])]} for row in run.per_question]
-    return render(request, "knowledge/search/run_detail.html", {"kb": kb, "run": run, "rows": rows, "tab": "evaluation"})
+    template = "knowledge/search/_run_body.html" if request.htmx else "knowledge/search/run_detail.html"
+    return render(request, template, {"kb": kb, "run": run, "rows": rows, "tab": "evaluation"})

@@ -7,7 +7,14 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from accounts.tenancy import tenant_scope
 from knowledge.models import KnowledgeBase
-from knowledge.search.evaluation import UploadError, eval_question_create, eval_run_create, parse_questions
+from knowledge.search.evaluation import (
+    EvalRunError,
+    UploadError,
+    eval_question_create,
+    eval_run_create,
+    eval_run_execute,
+    parse_questions,
+)
 from knowledge.search.models import EvalQuestion, EvalRun
 from tests.conftest import web_client
 from tests.factories.search import make_indexed_document, make_search_kb
@@ -140,7 +147,11 @@ def test_evaluation_feature_end_to_end(client_a, tenant_a, kb_a):
     assert client_a.post(f"/knowledge/search/{kb_a.pk}/evaluation/run/").status_code == 302
     with tenant_scope(tenant):
         run = EvalRun.objects.get(kb=kb_a)
-    assert run.status == "done" and run.question_count == 3
+    assert run.status == "queued" and run.question_count == 3  # a worker runs it (here: the service below)
+    assert eval_run_execute(tenant=tenant, run_id=run.pk) == "done"
+    with tenant_scope(tenant):
+        run.refresh_from_db()
+    assert run.status == "done" and run.question_count == 3 and run.progress == 3
     assert run.ndcg_at_10 == pytest.approx(1.0) and run.recall_at_k == pytest.approx(1.0) and run.mrr == 1.0
     assert run.settings["mode"] == "hybrid" and "fusion" in run.settings
     page = client_a.get(f"/knowledge/search/{kb_a.pk}/evaluation/")
@@ -164,8 +175,10 @@ def test_evaluation_metrics_when_search_misses(tenant_a, kb_a):
     # BM25 finds only "Policies" for this question: the expected document is not in the ranking at all.
     assert run.recall_at_k == 0.0 and run.ndcg_at_10 == 0.0 and run.mrr == 0.0
     empty_kb = make_search_kb(tenant)
-    failed = eval_run_create(tenant=tenant, kb=empty_kb)
-    assert failed.status == "failed" and failed.error
+    with pytest.raises(EvalRunError, match="expected document"):  # nothing to evaluate: no run is stored
+        eval_run_create(tenant=tenant, kb=empty_kb)
+    with tenant_scope(tenant):
+        assert not EvalRun.objects.filter(kb=empty_kb).exists()
 
 
 def test_question_must_reference_own_documents(tenant_a, tenant_b, kb_a):

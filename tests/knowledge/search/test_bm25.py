@@ -163,3 +163,112 @@ def test_real_eval_passages_parity(tenant_a):
                                   limit=100)
             for cid, score in got:
                 assert score == pytest.approx(expected[cid], abs=1e-6)
+
+
+# ---------------------------------------------------------------- top-k pruning (MaxScore) is exact
+
+def _zipf_corpus(seed: int, docs: int, chunks_per_doc: int) -> list[list[str]]:
+    import random
+
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(300)]
+    weights = [1 / (rank + 1) ** 1.1 for rank in range(len(words))]
+    return [[" ".join(rng.choices(words, weights, k=rng.randint(5, 40))) for _ in range(chunks_per_doc)]
+            for _ in range(docs)]
+
+
+@pytest.fixture
+def zipf_kb(tenant_a, monkeypatch):
+    """A corpus with very common, common and rare words; pruning forced on for any size."""
+    from knowledge.search import bm25
+
+    monkeypatch.setattr(bm25, "PRUNE_ABOVE_POSTINGS", 0)
+    monkeypatch.setattr(bm25, "THRESHOLD_POSTINGS", 40)
+    monkeypatch.setattr(bm25, "COMPLETION_COST", 0)  # always complete by lookups (the fallback is tested apart)
+    tenant = tenant_a.tenant
+    kb = make_search_kb(tenant, language="en")
+    docs = [make_indexed_document(tenant, kb, texts, title="") for texts in _zipf_corpus(3, 30, 8)]
+    return tenant, kb, docs
+
+
+def _queries(seed: int, n: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    return [" ".join(f"w{int(rng.paretovariate(0.6)) % 300}" for _ in range(rng.randint(2, 6))) for _ in range(n)]
+
+
+def _assert_pruned_equals_full(tenant, kb, queries, limits=(3, 10, 25)) -> int:
+    """Pruned top-k equals scoring every posting; returns how many searches really pruned."""
+    params = [KbParams(kb.pk, kb.language, 1.2, 0.75, 0.25)]
+    pruned = 0
+    with tenant_scope(tenant):
+        for query in queries:
+            for limit in limits:
+                trace: dict = {}
+                got = bm25_search(tenant=tenant, kbs=params, query=query, limit=limit, trace=trace)
+                full = bm25_search(tenant=tenant, kbs=params, query=query, limit=limit, prune=False)
+                assert [cid for cid, _s in got] == [cid for cid, _s in full], (query, limit, trace)
+                assert [s for _c, s in got] == pytest.approx([s for _c, s in full], abs=1e-9)
+                if trace.get("pruned") and trace["scanned_postings"] < trace["postings"]:
+                    pruned += 1
+    return pruned
+
+
+def test_pruned_top_k_equals_full_scoring_and_rank_bm25(zipf_kb):
+    tenant, kb, _docs = zipf_kb
+    queries = _queries(11, 40)
+    pruned = _assert_pruned_equals_full(tenant, kb, queries)
+    assert pruned >= 20  # the pruning path is really taken (and skips postings) for most searches
+    oracle, ids, _corpus, analyzer = _oracle(tenant, kb, k1=1.2, b=0.75, epsilon=0.25)
+    with tenant_scope(tenant):
+        for query in queries[:10]:
+            scores = dict(zip(ids, oracle.get_scores(analyzer.tokens(query)), strict=True))
+            got = bm25_search(tenant=tenant, kbs=[KbParams(kb.pk, kb.language, 1.2, 0.75, 0.25)], query=query,
+                              limit=10)
+            for cid, score in got:
+                assert score == pytest.approx(scores[cid], abs=1e-6)
+            # nothing left out scores above the 10th result
+            assert max((s for cid, s in scores.items() if cid not in dict(got)), default=0) <= got[-1][1] + 1e-9
+
+
+def test_pruning_stays_exact_after_deletes_and_with_unknown_bounds(zipf_kb):
+    tenant, kb, docs = zipf_kb
+    for doc in docs[:6]:  # the removed chunks may have set the terms' bounds: bounds stay, maybe loose
+        postings_delete_document(tenant=tenant, document_id=doc.pk)
+        with tenant_scope(tenant):
+            Chunk.objects.filter(document=doc).delete()
+    queries = _queries(12, 25)
+    assert _assert_pruned_equals_full(tenant, kb, queries) > 0
+    with tenant_scope(tenant):  # an index built before bounds were kept
+        TermStat.objects.filter(kb=kb).update(max_tf=None, min_length=None)
+    assert _assert_pruned_equals_full(tenant, kb, queries) > 0
+
+
+def test_term_bounds_cover_every_posting(zipf_kb):
+    tenant, kb, _docs = zipf_kb
+    with tenant_scope(tenant):
+        real: dict[str, tuple[int, int]] = {}
+        for block in PostingBlock.objects.filter(kb=kb):
+            top, low = real.get(block.term, (0, 10**9))
+            real[block.term] = (max(top, *block.tfs), min(low, *block.lengths))
+        stats = {t.term: (t.max_tf, t.min_length) for t in TermStat.objects.filter(kb=kb)}
+    assert stats == real
+
+
+def test_all_common_words_fall_back_to_one_scan_with_the_same_result(zipf_kb, monkeypatch):
+    from knowledge.search import bm25
+
+    tenant, kb, _docs = zipf_kb
+    monkeypatch.setattr(bm25, "COMPLETION_COST", 10**6)  # lookups priced out: every pruned search falls back
+    params = [KbParams(kb.pk, kb.language, 1.2, 0.75, 0.25)]
+    fallbacks = 0
+    with tenant_scope(tenant):
+        for query in _queries(13, 20):
+            trace: dict = {}
+            got = bm25_search(tenant=tenant, kbs=params, query=query, limit=10, trace=trace)
+            full = bm25_search(tenant=tenant, kbs=params, query=query, limit=10, prune=False)
+            assert [cid for cid, _s in got] == [cid for cid, _s in full], query
+            assert [s for _c, s in got] == pytest.approx([s for _c, s in full], abs=1e-9)
+            fallbacks += trace.get("fallback") == "common-words"
+    assert fallbacks >= 5

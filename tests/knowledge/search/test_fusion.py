@@ -64,3 +64,15 @@ def test_near_duplicates():
     ]
     assert near_duplicates(texts, threshold=0.9) == {1, 3}
     assert near_duplicates(texts[:1] + texts[2:3], threshold=0.9) == set()
+
+
+def test_exact_duplicates_at_threshold_one():
+    texts = [
+        "The refund window is thirty days from the date of purchase.",
+        "The refund window is thirty days from the date of purchase!",  # same words
+        "The refund window is thirty days from the date of delivery.",  # one word differs: kept at 1.0
+        "",
+        "",  # empty texts are never duplicates of anything
+    ]
+    assert near_duplicates(texts, threshold=1.0) == {1}
+    assert near_duplicates(texts, threshold=0.5) == {1, 2}

@@ -170,3 +170,19 @@ def test_unknown_kbs_give_nothing(tenant_a):
     with tenant_scope(tenant_a.tenant):
         result = search(tenant=tenant_a.tenant, kb_ids=[987654], query="anything")
     assert result.hits == []
+
+
+def test_bm25_parameters_given_for_one_call_are_used(tenant_a):
+    from knowledge.search.bm25 import KbParams, bm25_search
+
+    tenant = tenant_a.tenant
+    kb = make_search_kb(tenant, retrieval={"k1": 1.2, "b": 0.75})
+    make_indexed_document(tenant, kb, ["refund refund refund policy for long documents with many words",
+                                       "refund window", "shipping costs"], title="Policy")
+    stored = search(tenant=tenant, kb_ids=[kb.pk], query="refund", k=3, options={"mode": "bm25"})
+    custom = search(tenant=tenant, kb_ids=[kb.pk], query="refund", k=3, options={"mode": "bm25", "k1": 0.3, "b": 0.1})
+    with tenant_scope(tenant):
+        expected = dict(bm25_search(tenant=tenant, kbs=[KbParams(kb.pk, kb.language, 0.3, 0.1, 0.25)],
+                                    query="refund", limit=3))
+    assert {h.chunk_id: h.bm25_score for h in custom.hits} == pytest.approx(expected)
+    assert [h.bm25_score for h in custom.hits] != pytest.approx([h.bm25_score for h in stored.hits])
