@@ -165,6 +165,8 @@ INVITATION_TTL_HOURS = env.int("INVITATION_TTL_HOURS", default=72)
 
 # Knowledge bases and ingestion (knowledge app; README "Knowledge bases").
 DEFAULT_EMBEDDING_MODEL = env("DEFAULT_EMBEDDING_MODEL", default="use-multilingual")
+# Hybrid search runs its dense side on a second connection beside the BM25 side (knowledge/search/parallel.py).
+SEARCH_SIDES_IN_PARALLEL = env.bool("SEARCH_SIDES_IN_PARALLEL", default=True)
 EMBEDDING_MODELS = env.list("EMBEDDING_MODELS", default=[DEFAULT_EMBEDDING_MODEL])  # offered for new KBs
 INGEST_MAX_UPLOAD_MB = env.int("INGEST_MAX_UPLOAD_MB", default=50)
 INGEST_EMBED_BATCH = env.int("INGEST_EMBED_BATCH", default=32)

@@ -133,7 +133,9 @@ def _query_terms(kbs: list[KbParams], query: str) -> list[QueryTerm]:
     return out
 
 
-_SCORE = "{w} * {tf} * ({k1} + 1) / ({tf} + {k1} * (1 - {b} + {b} * {len} / {avglen}))"
+# The per-posting formula with each term's constants folded: w1 = weight (k1 + 1), ka = k1 (1 - b),
+# kb = k1 b / avglen (measured ~5% faster than the textbook form; equal to 1e-12).
+_SCORE = "{w1} * {tf} / ({tf} + {ka} + {kb} * {len})"
 
 
 def _scored(*, tenant, terms: list[QueryTerm], scan: list[bool], limit: int, document_ids: list[int] | None,
@@ -145,13 +147,12 @@ def _scored(*, tenant, terms: list[QueryTerm], scan: list[bool], limit: int, doc
     added from each candidate's own (KB, term, document) block. Returns the `limit` best, best first."""
     doc_filter = "AND pb.document_id = ANY(%(documents)s)" if document_ids is not None else ""
     complete = not all(scan)
-    partial = _SCORE.format(w="weight", tf="tf", k1="k1", b="b", len="len", avglen="avglen")
+    partial = _SCORE.format(w1="w1", tf="tf", ka="ka", kb="kb", len="len")
     having = "HAVING SUM(" + partial + ") >= %(cut)s" if cut is not None else ""
     keep = "ORDER BY partial DESC, chunk_id LIMIT %(candidates)s" if candidates is not None else ""
     completion = ""
     if complete:
-        extra = _SCORE.format(w="q.weight", tf="pb.tfs[i]", k1="q.k1", b="q.b", len="pb.lengths[i]",
-                              avglen="q.avglen")
+        extra = _SCORE.format(w1="q.w1", tf="pb.tfs[i]", ka="q.ka", kb="q.kb", len="pb.lengths[i]")
         # A correlated subquery: planned on its own, so it is always one (KB, term, document) index lookup
         # per candidate and term (as a join, low row estimates made the planner scan whole term ranges).
         completion = f"""
@@ -169,19 +170,22 @@ def _scored(*, tenant, terms: list[QueryTerm], scan: list[bool], limit: int, doc
              if complete else "SELECT chunk_id, partial AS score FROM c")
     # Set-returning unnest in the select list with a hash aggregate measured ~2x faster than LATERAL unnest
     # with a sort-based group (20k-chunk KB, common terms); enable_sort=off (this transaction only) makes the
-    # planner pick the hash aggregate whatever its row estimate.
+    # planner pick the hash aggregate whatever its row estimate. The candidates' KB and document are carried
+    # (two more aggregates per posting, ~12% of a scan) only when completion needs them.
+    located = "q.kb_id, pb.document_id," if complete else ""
+    locate = "MIN(kb_id) AS kb_id, MIN(document_id) AS document_id," if complete else ""
     sql = f"""
         WITH q AS MATERIALIZED (
-            SELECT * FROM unnest(%(kb)s::bigint[], %(term)s::text[], %(weight)s::float8[], %(k1)s::float8[],
-                                 %(b)s::float8[], %(avglen)s::float8[], %(scan)s::bool[])
-                AS q(kb_id, term, weight, k1, b, avglen, scan)
+            SELECT * FROM unnest(%(kb)s::bigint[], %(term)s::text[], %(w1)s::float8[], %(ka)s::float8[],
+                                 %(kb_len)s::float8[], %(scan)s::bool[])
+                AS q(kb_id, term, w1, ka, kb, scan)
         ), p AS (
-            SELECT q.kb_id, pb.document_id, q.weight, q.k1, q.b, q.avglen,
+            SELECT {located} q.w1, q.ka, q.kb,
                    unnest(pb.chunk_ids) AS chunk_id, unnest(pb.tfs) AS tf, unnest(pb.lengths) AS len
             FROM q JOIN search_postingblock pb ON pb.kb_id = q.kb_id AND pb.term = q.term
             WHERE q.scan AND pb.tenant_id = %(tenant)s {doc_filter}
         ), c AS {"MATERIALIZED" if complete else "NOT MATERIALIZED"} (
-            SELECT chunk_id, MIN(kb_id) AS kb_id, MIN(document_id) AS document_id, SUM({partial}) AS partial
+            SELECT chunk_id, {locate} SUM({partial}) AS partial
             FROM p GROUP BY chunk_id {having} {keep}
         ){completion}
         {final}
@@ -189,8 +193,9 @@ def _scored(*, tenant, terms: list[QueryTerm], scan: list[bool], limit: int, doc
         LIMIT %(limit)s
     """
     params = {
-        "kb": [t.kb_id for t in terms], "term": [t.term for t in terms], "weight": [t.weight for t in terms],
-        "k1": [t.k1 for t in terms], "b": [t.b for t in terms], "avglen": [t.avglen for t in terms],
+        "kb": [t.kb_id for t in terms], "term": [t.term for t in terms],
+        "w1": [t.weight * (t.k1 + 1) for t in terms], "ka": [t.k1 * (1 - t.b) for t in terms],
+        "kb_len": [t.k1 * t.b / t.avglen for t in terms],
         "scan": scan, "tenant": tenant.pk, "documents": list(document_ids or []), "cut": cut,
         "candidates": candidates, "limit": limit,
     }

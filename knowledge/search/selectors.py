@@ -9,15 +9,17 @@ fusion -> [fusion across queries] -> near-duplicate removal -> [cross-encoder re
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import defaultdict
+from concurrent.futures import Future
 
 from django.utils.translation import gettext as _
 
 from accounts.tenancy import tenant_scope
 from knowledge.models import Chunk, KnowledgeBase
-from knowledge.search import llm_steps
+from knowledge.search import llm_steps, parallel
 from knowledge.search.bm25 import KbParams, bm25_search
 from knowledge.search.config import RetrievalSettings, SettingsError, clean_settings, settings_for
 from knowledge.search.dense import dense_search, embed_query
@@ -60,44 +62,65 @@ def _clean_filters(filters: dict | None) -> list[int] | None:
                           {"filters": _("document_ids must be a list of integers.")}) from exc
 
 
+def _dense_side(*, tenant, kbs: list[KnowledgeBase], query: str, cfg: RetrievalSettings, document_ids,
+                usage_extra: dict) -> tuple[list[tuple[int, float]], list[str], dict[str, float]]:
+    """Embed the query once per embedding model and search each model's KBs: (hits, models that failed, timings).
+    May run in another thread (see parallel.py), so it leaves the SearchResult to the caller."""
+    from billing.types import Stage, UsageContext
+
+    hits: list[tuple[int, float]] = []
+    failed: list[str] = []
+    timings: dict[str, float] = {}
+    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for kb in kbs:
+        groups[(kb.embedding_model, kb.embedding_dim)].append(kb.pk)
+    for (model, dim), ids in groups.items():
+        start = time.perf_counter()
+        try:
+            usage = UsageContext(stage=Stage.EMBEDDING, idempotency_key=f"search-embed:{time.time_ns()}",
+                                 **usage_extra)
+            vector = embed_query(tenant=tenant, model=model, text=query, usage=usage)
+        except Exception as exc:  # a remote embedder down: lexical search still answers
+            logger.warning("query embedding with %s failed: %r", model, exc)
+            failed.append(model)
+            continue
+        timings["embed_ms"] = timings.get("embed_ms", 0) + _ms(start)
+        start = time.perf_counter()
+        hits.extend(dense_search(tenant=tenant, kb_ids=ids, dim=dim, vector=vector, limit=cfg.candidates,
+                                 document_ids=document_ids))
+        timings["dense_ms"] = timings.get("dense_ms", 0) + _ms(start)
+    if len(groups) > 1:
+        hits.sort(key=lambda h: (-h[1], h[0]))
+        hits = hits[: cfg.candidates]
+    return hits, failed, timings
+
+
 def _candidates_for_query(*, tenant, kbs: list[KnowledgeBase], query: str, cfg: RetrievalSettings,
                           per_kb: dict[int, RetrievalSettings], document_ids, result: SearchResult,
                           usage_extra: dict) -> list[Fused]:
     timings = result.timings_ms
     bm25_hits: list[tuple[int, float]] = []
     dense_hits: list[tuple[int, float]] = []
+    dense = None
+    if cfg.mode in ("hybrid", "dense"):
+        dense = functools.partial(_dense_side, tenant=tenant, kbs=kbs, query=query, cfg=cfg,
+                                  document_ids=document_ids, usage_extra=usage_extra)
+        if cfg.mode == "hybrid" and parallel.side_by_side():
+            dense = parallel.submit(dense)
     if cfg.mode in ("hybrid", "bm25"):
         start = time.perf_counter()
         params = [KbParams(kb.pk, kb.language, per_kb[kb.pk].k1, per_kb[kb.pk].b, per_kb[kb.pk].epsilon) for kb in kbs]
         bm25_hits = bm25_search(tenant=tenant, kbs=params, query=query, limit=cfg.candidates,
                                 document_ids=document_ids)
         timings["bm25_ms"] = timings.get("bm25_ms", 0) + _ms(start)
-    if cfg.mode in ("hybrid", "dense"):
-        groups: dict[tuple[str, int], list[int]] = defaultdict(list)
-        for kb in kbs:
-            groups[(kb.embedding_model, kb.embedding_dim)].append(kb.pk)
-        for (model, dim), ids in groups.items():
-            start = time.perf_counter()
-            try:
-                from billing.types import Stage, UsageContext
-
-                usage = UsageContext(stage=Stage.EMBEDDING, idempotency_key=f"search-embed:{time.time_ns()}",
-                                     **usage_extra)
-                vector = embed_query(tenant=tenant, model=model, text=query, usage=usage)
-            except Exception as exc:  # a remote embedder down: lexical search still answers
-                logger.warning("query embedding with %s failed: %r", model, exc)
-                msg = _("The embedding model %(model)s is unavailable; searched with keywords only.") % {"model": model}
-                if msg not in result.warnings:
-                    result.warnings.append(msg)
-                continue
-            timings["embed_ms"] = timings.get("embed_ms", 0) + _ms(start)
-            start = time.perf_counter()
-            dense_hits.extend(dense_search(tenant=tenant, kb_ids=ids, dim=dim, vector=vector,
-                                           limit=cfg.candidates, document_ids=document_ids))
-            timings["dense_ms"] = timings.get("dense_ms", 0) + _ms(start)
-        if len(groups) > 1:
-            dense_hits.sort(key=lambda h: (-h[1], h[0]))
-            dense_hits = dense_hits[: cfg.candidates]
+    if dense is not None:
+        dense_hits, failed, side_timings = dense.result() if isinstance(dense, Future) else dense()
+        for key, value in side_timings.items():
+            timings[key] = timings.get(key, 0) + value
+        for model in failed:
+            msg = _("The embedding model %(model)s is unavailable; searched with keywords only.") % {"model": model}
+            if msg not in result.warnings:
+                result.warnings.append(msg)
     if cfg.mode == "bm25":
         return _ranked(bm25_hits, "bm25")
     if cfg.mode == "dense":

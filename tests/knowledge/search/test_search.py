@@ -186,3 +186,30 @@ def test_bm25_parameters_given_for_one_call_are_used(tenant_a):
                                     query="refund", limit=3))
     assert {h.chunk_id: h.bm25_score for h in custom.hits} == pytest.approx(expected)
     assert [h.bm25_score for h in custom.hits] != pytest.approx([h.bm25_score for h in stored.hits])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_hybrid_sides_run_side_by_side_with_the_same_result(tenant_a, tenant_b, query_vector, monkeypatch, settings):
+    """Outside a transaction the dense side runs on the second connection, in the caller's tenant scope."""
+    from knowledge.search import parallel
+
+    kb = make_search_kb(tenant_a.tenant)
+    make_indexed_document(tenant_a.tenant, kb, ["Our refund window is 14 days.", "Shipping is free."],
+                          title="A policy")
+    kb_b = make_search_kb(tenant_b.tenant)
+    make_indexed_document(tenant_b.tenant, kb_b, [QUERY], vectors=[query_vector], title="B secret")
+    submitted = []
+    real_submit = parallel.submit
+    monkeypatch.setattr(parallel, "submit", lambda fn: submitted.append(fn) or real_submit(fn))
+    try:
+        together = search(tenant=tenant_a.tenant, kb_ids=[kb.pk, kb_b.pk], query=QUERY, k=5)
+    finally:
+        parallel.shutdown()  # its connection would keep the test database from being dropped
+    assert len(submitted) == 1
+    settings.SEARCH_SIDES_IN_PARALLEL = False
+    in_turn = search(tenant=tenant_a.tenant, kb_ids=[kb.pk, kb_b.pk], query=QUERY, k=5)
+    assert len(submitted) == 1
+    assert [(h.chunk_id, h.bm25_score, h.dense_score) for h in together.hits] == \
+        [(h.chunk_id, h.bm25_score, h.dense_score) for h in in_turn.hits]
+    assert {h.kb_id for h in together.hits} == {kb.pk}  # the thread searched as tenant A only
+    assert all(h.dense_score is not None for h in together.hits)
