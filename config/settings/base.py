@@ -167,6 +167,10 @@ INVITATION_TTL_HOURS = env.int("INVITATION_TTL_HOURS", default=72)
 DEFAULT_EMBEDDING_MODEL = env("DEFAULT_EMBEDDING_MODEL", default="use-multilingual")
 # Hybrid search runs its dense side on a second connection beside the BM25 side (knowledge/search/parallel.py).
 SEARCH_SIDES_IN_PARALLEL = env.bool("SEARCH_SIDES_IN_PARALLEL", default=True)
+# Evaluation runs (knowledge/search/evaluation.py): a run without a worker heartbeat for this long is failed
+# or reclaimed; the worker task's time limit.
+EVAL_STALE_AFTER_SECONDS = env.int("EVAL_STALE_AFTER_SECONDS", default=600)
+EVAL_TIME_LIMIT_S = env.int("EVAL_TIME_LIMIT_S", default=3600)
 EMBEDDING_MODELS = env.list("EMBEDDING_MODELS", default=[DEFAULT_EMBEDDING_MODEL])  # offered for new KBs
 INGEST_MAX_UPLOAD_MB = env.int("INGEST_MAX_UPLOAD_MB", default=50)
 INGEST_EMBED_BATCH = env.int("INGEST_EMBED_BATCH", default=32)

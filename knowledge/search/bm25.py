@@ -236,10 +236,9 @@ def _essential(terms: list[QueryTerm], theta: float) -> tuple[list[bool], float]
     return scan, below
 
 
-def _pruning_can_pay(terms: list[QueryTerm], *, theta: float) -> bool:
-    """Whether completing the essential terms' chunks by lookups (at worst one per posting and skipped term)
-    costs less than scanning the skipped terms' postings as well."""
-    scan, _below = _essential(terms, theta)
+def _pruning_can_pay(terms: list[QueryTerm], scan: list[bool]) -> bool:
+    """Whether completing the essential (`scan`) terms' chunks by lookups (at worst one per posting and skipped
+    term) costs less than scanning the skipped terms' postings as well."""
     essential = sum(t.df for t, scanned in zip(terms, scan, strict=True) if scanned)
     skipped = sum(t.df for t in terms) - essential
     return essential * (len(terms) - sum(scan)) * COMPLETION_COST < skipped
@@ -261,7 +260,7 @@ def bm25_search(*, tenant, kbs: list[KbParams], query: str, limit: int, document
     if (not prune or len(terms) == 1 or trace["postings"] <= PRUNE_ABOVE_POSTINGS
             or any(t.weight <= 0 for t in terms)):  # a negative weight breaks the bounds' arithmetic
         return _scored(tenant=tenant, terms=terms, scan=everything, limit=limit, document_ids=document_ids)
-    if not _pruning_can_pay(terms, theta=sum(t.bound for t in terms)):
+    if not _pruning_can_pay(terms, _essential(terms, sum(t.bound for t in terms))[0]):
         trace["fallback"] = "common-words"  # even the best possible threshold would leave too much to complete
         return _scored(tenant=tenant, terms=terms, scan=everything, limit=limit, document_ids=document_ids)
     theta = _threshold(tenant=tenant, terms=terms, limit=limit, document_ids=document_ids)
@@ -270,7 +269,7 @@ def bm25_search(*, tenant, kbs: list[KbParams], query: str, limit: int, document
         return _scored(tenant=tenant, terms=terms, scan=everything, limit=limit, document_ids=document_ids)
     scan, below = _essential(terms, theta)
     cut = theta - below - _SLACK
-    if not _pruning_can_pay(terms, theta=theta):
+    if not _pruning_can_pay(terms, scan):
         # Completing (at worst) every essential posting's chunk by lookups would cost more than scanning the
         # other terms' postings too: the query is all common words; score everything once.
         trace["fallback"] = "common-words"

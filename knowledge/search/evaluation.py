@@ -213,12 +213,8 @@ class _Superseded(Exception):
     """This execution no longer owns the run (deleted, or reclaimed after a stall)."""
 
 
-def _conf(name: str, default):
-    return getattr(django_settings, name, default)
-
-
 def _stale_cutoff(now):
-    return now - timedelta(seconds=_conf("EVAL_STALE_AFTER_SECONDS", 600))
+    return now - timedelta(seconds=django_settings.EVAL_STALE_AFTER_SECONDS)
 
 
 def eval_run_start(*, tenant, kb: KnowledgeBase, user=None, k: int = 10, options: dict | None = None,

@@ -20,7 +20,7 @@ _lock = threading.Lock()
 
 
 def side_by_side() -> bool:
-    return getattr(settings, "SEARCH_SIDES_IN_PARALLEL", True) and not connection.in_atomic_block
+    return settings.SEARCH_SIDES_IN_PARALLEL and not connection.in_atomic_block
 
 
 def _pool() -> ThreadPoolExecutor:

@@ -9,7 +9,7 @@ from accounts.models import Tenant
 from accounts.tenancy import tenant_scope
 from knowledge.search import evaluation
 
-TIME_LIMIT_S = getattr(settings, "EVAL_TIME_LIMIT_S", 3600)
+TIME_LIMIT_S = settings.EVAL_TIME_LIMIT_S
 
 
 @shared_task(name="knowledge.search.run_evaluation", acks_late=True, ignore_result=True,
