@@ -27,6 +27,7 @@ STAGE_CHOICES = [
     (Stage.COMPRESSION, _("Context compression")),
     (Stage.ANSWER, _("Answer")),
     (Stage.RERANK, _("Rerank")),
+    (Stage.EXTRACTIVE, _("Extractive answer")),
 ]
 STAGE_LABELS = dict(STAGE_CHOICES)
 

@@ -23,7 +23,8 @@ from billing.periods import Period
 from billing.types import Stage
 
 # Pipeline order, for showing one answer's stages.
-STAGE_ORDER = [Stage.CONDENSE, Stage.EXPANSION, Stage.EMBEDDING, Stage.RERANK, Stage.COMPRESSION, Stage.ANSWER]
+STAGE_ORDER = [Stage.CONDENSE, Stage.EXPANSION, Stage.EMBEDDING, Stage.RERANK, Stage.COMPRESSION, Stage.ANSWER,
+               Stage.EXTRACTIVE]
 GROUP_BY = ("day", "model", "provider", "stage", "assistant", "api_key", "conversation")
 
 

@@ -22,8 +22,9 @@ class Stage:
     COMPRESSION = "compression"
     ANSWER = "answer"
     RERANK = "rerank"
+    EXTRACTIVE = "extractive"  # an answer quoted from the documents: no model call, recorded at zero cost
 
-    ALL = (EMBEDDING, CONDENSE, EXPANSION, COMPRESSION, ANSWER, RERANK)
+    ALL = (EMBEDDING, CONDENSE, EXPANSION, COMPRESSION, ANSWER, RERANK, EXTRACTIVE)
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Usage:
 class UsageContext:
     """Who pays and why: copied onto the billing ledger's record for this call."""
 
-    stage: str  # embedding | condense | expansion | compression | answer | rerank
+    stage: str  # embedding | condense | expansion | compression | answer | rerank | extractive
     idempotency_key: str  # unique per provider call; a retried task reuses it, so it never counts twice
     user_id: int | None = None
     api_key_id: int | None = None

@@ -49,6 +49,28 @@ def default_answer_target() -> str:
     return selectors.default_answer_target() or ""
 
 
+def _pool_of(target: str, tenant=None):
+    from llm import registry
+
+    try:
+        pool_name, _model = registry.split_target(target)
+        return registry.resolve_pool(pool_name, tenant=tenant)
+    except Exception:  # noqa: BLE001 - unknown, malformed or unconfigured: no pool
+        return None
+
+
+def target_configured(target: str, *, tenant=None) -> bool:
+    """True when `target` names a pool that exists (its servers may still be down)."""
+    return bool(target) and _pool_of(target, tenant) is not None
+
+
+def has_answer_model() -> bool:
+    """True when the platform has an answer model worth defaulting to: one is configured and it is not the
+    tiny offline demo model (whose answers are too poor to be the default)."""
+    pool = _pool_of(default_answer_target()) if default_answer_target() else None
+    return pool is not None and not pool.note
+
+
 def default_cheap_target() -> str:
     try:
         from llm import selectors

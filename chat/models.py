@@ -19,6 +19,14 @@ def _default_prompt() -> str:
     return defaults.DEFAULT_SYSTEM_PROMPT
 
 
+class AnswerMode(models.TextChoices):
+    """How an assistant answers: quoting the documents (no model), a model, or a model with quoting as fallback."""
+
+    EXTRACTIVE = "extractive", _("Extractive: quoted passages, no model")
+    GENERATIVE = "generative", _("Generative: written by the model")
+    GENERATIVE_FALLBACK = "generative_fallback", _("Generative, extractive when the model is unavailable")
+
+
 class Assistant(TenantModel):
     """How a tenant's questions are answered: which knowledge, which model, which instructions."""
 
@@ -27,6 +35,8 @@ class Assistant(TenantModel):
     # Empty means "every knowledge base of the tenant" (so the demo assistant works whatever was seeded first).
     knowledge_bases = models.ManyToManyField(KnowledgeBase, blank=True, related_name="assistants",
                                              verbose_name=_("knowledge bases"))
+    answer_mode = models.CharField(_("answer mode"), max_length=20, choices=AnswerMode.choices,
+                                   default=AnswerMode.GENERATIVE_FALLBACK)
     answer_target = models.CharField(_("answer model"), max_length=200, blank=True,
                                      help_text=_("Empty: the platform's default answer model."))
     cheap_target = models.CharField(_("helper model"), max_length=200, blank=True,
@@ -110,10 +120,14 @@ class Message(TenantModel):
     error = models.TextField(blank=True)
     # [{"n": 1, "chunk_id", "document_id", "kb_id", "title", "page", "snippet"}] for the [n] the answer cites.
     citations = models.JSONField(default=list, blank=True)
+    # Every chunk the answer was given, numbered [1..n] as in the prompt, in citation format (cited or not).
+    sources = models.JSONField(default=list, blank=True)
     context_chunk_ids = models.JSONField(default=list, blank=True)  # what [1..n] referred to, in order
     standalone_question = models.TextField(blank=True)
     warnings = models.JSONField(default=list, blank=True)
     target = models.CharField(max_length=200, blank=True)
+    # What wrote this answer: "extractive" (quoted from the documents) or "generative" (a model); "" before.
+    answered_by = models.CharField(max_length=20, blank=True)
     provider = models.CharField(max_length=60, blank=True)
     model = models.CharField(max_length=200, blank=True)
     input_tokens = models.PositiveIntegerField(default=0)

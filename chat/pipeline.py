@@ -20,9 +20,9 @@ from django.utils import timezone
 
 from billing.errors import QuotaExceeded
 from billing.types import Stage, UsageContext
-from chat import aio, defaults, prompting, retrieval, streams
+from chat import aio, defaults, extractive, prompting, retrieval, streams
 from chat import llm as gateway
-from chat.models import Message
+from chat.models import AnswerMode, Message
 from knowledge.search.selectors import SearchError
 from llm.types import (
     ChatRequest,
@@ -134,18 +134,33 @@ def generation_params(assistant, overrides: dict | None = None) -> GenerationPar
     return params
 
 
+def source_entry(n: int, hit) -> dict:
+    """One chunk an answer was given, as citations and sources show it."""
+    return {"n": n, "chunk_id": hit.chunk_id, "document_id": hit.document_id, "kb_id": hit.kb_id,
+            "title": hit.document_title, "page": hit.page, "heading": hit.heading_path,
+            "snippet": prompting.snippet(hit.text)}
+
+
+def build_sources(context_hits: list) -> list[dict]:
+    return [source_entry(n, hit) for n, hit in enumerate(context_hits, start=1)]
+
+
 def build_citations(text: str, context_hits: list) -> list[dict]:
     """Citations for the [n] the answer uses; numbers outside the context are not cited (never invented)."""
-    citations = []
-    for n in prompting.cited_numbers(text):
-        if 1 <= n <= len(context_hits):
-            hit = context_hits[n - 1]
-            citations.append({
-                "n": n, "chunk_id": hit.chunk_id, "document_id": hit.document_id, "kb_id": hit.kb_id,
-                "title": hit.document_title, "page": hit.page, "heading": hit.heading_path,
-                "snippet": prompting.snippet(hit.text),
-            })
-    return citations
+    return [source_entry(n, context_hits[n - 1]) for n in prompting.cited_numbers(text)
+            if 1 <= n <= len(context_hits)]
+
+
+def answers_extractively(assistant, target: str, *, tenant) -> bool:
+    """Quote the documents instead of calling a model: the assistant says so, or it may fall back and no
+    answer model is configured at all."""
+    mode = assistant.answer_mode
+    return mode == AnswerMode.EXTRACTIVE or (
+        mode == AnswerMode.GENERATIVE_FALLBACK and not gateway.target_configured(target, tenant=tenant))
+
+
+# Failures after which a "generative, extractive when unavailable" assistant quotes the documents instead.
+FALLBACK_CODES = {"model_unavailable", "upstream_error", "timeout"}
 
 
 class AnswerRun:
@@ -214,6 +229,7 @@ class AnswerRun:
         warnings: list[str] = []
         question = message.parent.content if message.parent else ""
         history = history_for(message)
+        streams.publish(message.pk, "step", {"step": "searching"})
         try:
             standalone = self._condense(assistant, question, history, timings, warnings)
             t0 = time.monotonic()
@@ -232,26 +248,41 @@ class AnswerRun:
             log.exception("chat retrieval failed for message %s", message.pk)
             self._finish(status=Message.Status.FAILED, text="", failure=failure_from(exc), timings=timings)
             return
-        prompt = prompting.build_answer_prompt(
-            assistant=assistant, history=history, question=question, hits=result.hits,
-        )
-        context_ids = [hit.chunk_id for hit in prompt.context_hits]
-        if not prompt.context_hits:
-            self._save(standalone_question=standalone, warnings=warnings, context_chunk_ids=context_ids)
+        streams.publish(message.pk, "step", {"step": "sources", "count": len(result.hits)})
+        if not result.hits:
+            self._save(standalone_question=standalone, warnings=warnings, context_chunk_ids=[], sources=[])
             text = defaults.NO_CONTEXT_ANSWER[defaults.language_of(question)]
             streams.publish(message.pk, "token", {"text": text})
             timings["total_ms"] = round((time.monotonic() - started) * 1000, 2)
             self._finish(status=Message.Status.DONE, text=text, timings=timings, citations=[])
             return
         target = assistant.answer_target or gateway.default_answer_target()
+        if answers_extractively(assistant, target, tenant=self.tenant):
+            self._answer_extractively(question=question, standalone=standalone, hits=result.hits,
+                                      warnings=warnings, timings=timings, started=started)
+            return
+        prompt = prompting.build_answer_prompt(
+            assistant=assistant, history=history, question=question, hits=result.hits,
+        )
+        context_ids = [hit.chunk_id for hit in prompt.context_hits]
         overrides = message.overrides or {}
         request = ChatRequest(messages=prompt.messages, params=generation_params(assistant, overrides),
                               json_schema=overrides.get("json_schema") or assistant.json_schema or None)
-        self._save(standalone_question=standalone, warnings=warnings, context_chunk_ids=context_ids, target=target)
+        self._save(standalone_question=standalone, warnings=warnings, context_chunk_ids=context_ids, target=target,
+                   sources=build_sources(prompt.context_hits))
+        streams.publish(message.pk, "step", {"step": "writing", "mode": "generative"})
         timings["generation_started_at"] = time.time()
         shared_loop = aio.uses_shared_loop()
         outcome = aio.run(lambda: self._stream(target=target, request=request, keep_clients=shared_loop))
         if outcome.superseded:
+            return
+        if (outcome.status == Message.Status.FAILED and not outcome.text and outcome.failure
+                and outcome.failure.code in FALLBACK_CODES and assistant.answer_mode == AnswerMode.GENERATIVE_FALLBACK):
+            warnings.append(f"The answer model was unavailable ({outcome.failure.message}); "
+                            "answered by quoting the documents instead.")
+            timings.update(outcome.timings)
+            self._answer_extractively(question=question, standalone=standalone, hits=result.hits,
+                                      warnings=warnings, timings=timings, started=started)
             return
         timings.update(outcome.timings)
         timings["total_ms"] = round((time.monotonic() - started) * 1000, 2)
@@ -265,10 +296,32 @@ class AnswerRun:
                 finish_reason=(res.finish_reason or "")[:20],
             )
         self._finish(status=outcome.status, text=outcome.text, failure=outcome.failure, timings=timings,
-                     citations=build_citations(outcome.text, prompt.context_hits), **usage_fields)
+                     citations=build_citations(outcome.text, prompt.context_hits),
+                     answered_by="generative" if outcome.text else "", **usage_fields)
+
+    def _answer_extractively(self, *, question: str, standalone: str, hits: list, warnings: list, timings: dict,
+                             started: float) -> None:
+        """Quote the passages that answer the question; no model call, a zero-cost ledger entry."""
+        message = self.message
+        streams.publish(message.pk, "step", {"step": "writing", "mode": "extractive"})
+        t0 = time.monotonic()
+        given = hits[:extractive.HITS_CONSIDERED]
+        answer = extractive.extractive_answer(question=standalone or question, hits=given)
+        timings["answer_ms"] = round((time.monotonic() - t0) * 1000, 2)
+        self._save(standalone_question=standalone, warnings=warnings, context_chunk_ids=[h.chunk_id for h in given],
+                   sources=build_sources(given), target="")
+        blocks = answer.text.split("\n\n")
+        for i, block in enumerate(blocks):  # one event per block, as a streamed answer arrives
+            streams.publish(message.pk, "token", {"text": block if i == len(blocks) - 1 else block + "\n\n"})
+        record_extractive_usage(tenant=self.tenant, message=message, latency_ms=timings["answer_ms"])
+        timings["total_ms"] = round((time.monotonic() - started) * 1000, 2)
+        self._finish(status=Message.Status.DONE, text=answer.text, timings=timings, answered_by="extractive",
+                     citations=build_citations(answer.text, given), provider="", model="", input_tokens=0,
+                     cached_input_tokens=0, output_tokens=0, usage_estimated=False, finish_reason="stop")
+
 
     def _condense(self, assistant, question: str, history: list, timings: dict, warnings: list) -> str:
-        if not history:
+        if not history or assistant.answer_mode == AnswerMode.EXTRACTIVE:  # extractive: no model calls at all
             return question
         t0 = time.monotonic()
         target = assistant.cheap_target or gateway.default_cheap_target() or assistant.answer_target \
@@ -354,3 +407,12 @@ class AnswerRun:
 
 def generate(*, tenant, message_id: int) -> None:
     AnswerRun(tenant=tenant, message_id=message_id).run()
+
+
+def record_extractive_usage(*, tenant, message: Message, latency_ms: float) -> None:
+    """A zero-cost ledger line, so usage pages count every answer, quoted ones included."""
+    from billing.services import usage_record
+    from billing.types import Usage
+
+    usage_record(tenant=tenant, context=usage_context(message, Stage.EXTRACTIVE), provider="ragdesk",
+                 model="extractive", usage=Usage(), latency_ms=latency_ms)

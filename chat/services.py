@@ -11,12 +11,12 @@ from django.utils.translation import gettext as _
 from accounts.models import Tenant
 from accounts.tenancy import tenant_scope
 from chat import defaults, streams
-from chat.models import Assistant, Conversation, Feedback, Message
+from chat.models import AnswerMode, Assistant, Conversation, Feedback, Message
 from knowledge.models import KnowledgeBase
 
 MAX_QUESTION_CHARS = 8000
 ASSISTANT_FIELDS = (
-    "name", "description", "answer_target", "cheap_target", "system_prompt", "few_shot", "temperature", "top_p",
+    "name", "description", "answer_mode", "answer_target", "cheap_target", "system_prompt", "few_shot", "temperature", "top_p",
     "top_k", "max_tokens", "presence_penalty", "frequency_penalty", "context_window", "retrieval", "json_schema",
     "is_default",
 )
@@ -107,9 +107,17 @@ def _save_unique(assistant: Assistant) -> None:
         raise ValidationError({"name": _("An assistant with this name already exists.")}) from exc
 
 
+def default_answer_mode(*, answer_target: str = "") -> str:
+    """Quote the documents unless the assistant names a model or the platform has a real answer model;
+    then write, and quote when the model is down."""
+    from chat import llm
+
+    return AnswerMode.GENERATIVE_FALLBACK if answer_target or llm.has_answer_model() else AnswerMode.EXTRACTIVE
+
+
 def assistant_create(*, tenant: Tenant, created_by=None, knowledge_bases=None, **data) -> Assistant:
     with tenant_scope(tenant), transaction.atomic():
-        assistant = Assistant(tenant=tenant, created_by=created_by)
+        assistant = Assistant(tenant=tenant, created_by=created_by, answer_mode=default_answer_mode(answer_target=data.get("answer_target") or ""))
         _apply(assistant, data)
         kbs = _check_kbs(tenant, knowledge_bases)
         _save_unique(assistant)

@@ -46,7 +46,10 @@ def test_chat_streams_server_sent_events(api_a, ready):
     response = chat(api_a, ready.pk, message="What is the refund window?", stream=True)
     assert response.status_code == 200 and response["Content-Type"] == "text/event-stream"
     events = parse(b"".join(response))
-    assert events[0]["event"] == "meta" and events[-1]["event"] == "done"
+    # The stream opens as the question is saved, before any worker event: meta (queued), then the first step.
+    assert events[0]["event"] == "meta" and events[0]["data"]["status"] == "queued"
+    assert events[1]["event"] == "step" and events[1]["data"] == {"step": "searching"}
+    assert events[-1]["event"] == "done"
     assert "".join(e["data"]["text"] for e in events if e["event"] == "token") == \
         "Refunds are possible within 30 days [1]."
     # The same stream can be followed (and resumed) by id later.
@@ -95,6 +98,7 @@ def test_quota_exceeded_is_429_with_retry_after(api_a, ready, monkeypatch):
 
 
 def test_model_down_is_503_and_the_failure_is_saved(api_a, ready, fake_llm, scope_a):
+    Assistant.objects.filter(pk=ready.pk).update(answer_mode="generative")  # no quoting fallback
     fake_llm.fail("http500")
     response = chat(api_a, ready.pk, message="hi")
     assert response.status_code == 503

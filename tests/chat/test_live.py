@@ -9,7 +9,7 @@ import pytest
 
 from accounts.services import api_key_create
 from billing.errors import QuotaExceeded
-from chat.models import Message
+from chat.models import Assistant, Message
 from tests.chat.live import live_stack
 from tests.chat.test_sse import parse
 
@@ -90,6 +90,7 @@ def test_openai_client_errors(oai, server, tenant_a, assistant_a, monkeypatch, f
         openai.OpenAI(base_url=f"{server}/api/v1/openai", api_key="rdk_bad_" + "x" * 30, max_retries=0
                       ).models.list()
 
+    Assistant.objects.filter(pk=assistant_a.pk).update(answer_mode="generative")  # no quoting fallback
     fake_llm.fail("http500")
     for stream in (False, True):
         with pytest.raises(openai.InternalServerError) as down:

@@ -4,7 +4,7 @@ import pytest
 
 from billing.errors import QuotaExceeded
 from chat import defaults, pipeline, services, streams
-from chat.models import Message
+from chat.models import AnswerMode, Message
 from chat.pipeline import AnswerRun
 
 pytestmark = pytest.mark.django_db
@@ -113,6 +113,7 @@ def test_usage_context_names_the_message_and_is_stable_per_version(scope_a, assi
 
 def test_model_down_everywhere_fails_with_a_clear_saved_error(scope_a, assistant_a, docs, fake_llm):
     docs.add("Some fact.")
+    services.assistant_update(tenant=scope_a.tenant, assistant=assistant_a, answer_mode=AnswerMode.GENERATIVE)
     fake_llm.fail("http500")
     _q, answer = ask(scope_a.tenant, assistant_a, "Fact?")
     answer = run(scope_a.tenant, answer)

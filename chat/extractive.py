@@ -1,0 +1,319 @@
+"""Extractive answers: the passages of the retrieved chunks that answer the question, quoted verbatim.
+
+No language model is involved, so the answer can never say something the documents don't. Each retrieved
+chunk is cut into units a reader can take on their own: sentences (Kiwi's splitter for Korean, sentencex for
+other languages), list items, a table row together with its header row, a whole code block. Units are
+scored against the question with BM25 over the search analyser's terms (stems, Korean morphemes and
+character bigrams), so the words that found the chunk also pick the sentence; the idf comes from the
+retrieved units themselves, which is what separates the sentences of these chunks from each other. A unit
+also gains from its neighbours (the answer often sits in the sentence after the one naming the subject), from
+its chunk's search rank, and when it holds the kind of thing the question asks for (a number for "how many",
+a date for "when"). The best units fill a small character budget and are quoted grouped by source, each with
+its citation number.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from chat import defaults
+
+# Quotes stop growing past this many characters (the first unit is always quoted whole).
+CHAR_BUDGET = 320
+MAX_UNITS = 3
+MAX_UNIT_CHARS = 1200  # a unit longer than this (a huge table row or code block) is cut at a sentence end
+HITS_CONSIDERED = 5
+# A unit must cover this share of the question's weight (idf mass) to be worth quoting at all.
+MIN_COVERAGE = 0.2
+# A further unit is quoted only when it scores at least this share of the best one.
+SECOND_UNIT_RATIO = 0.45
+# A unit from another source joins only when it is nearly as good: each extra source is a citation that
+# is more often wrong than right.
+OTHER_SOURCE_RATIO = 0.9
+NEIGHBOUR_WEIGHT = 0.3
+RANK_WEIGHT = 0.25  # the score a unit of the top-ranked chunk gains over one of the fifth
+K1, B = 1.2, 0.75
+
+LEAD = {
+    "en": "From the documents:",
+    "ko": "문서에서 찾은 내용입니다.",
+}
+NOT_FOUND = {
+    "en": "The documents I found don't seem to answer this, so I can't answer it from them.",
+    "ko": "찾은 문서에 이 질문에 대한 답이 없는 것 같아 문서를 근거로 답변드릴 수 없습니다.",
+}
+
+_FENCE = re.compile(r"^\s{0,3}(```|~~~)")
+_LIST_ITEM = re.compile(r"^\s{0,6}(?:[-*+•]|\d{1,3}[.)])\s+\S")
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s")
+_TABLE_SEPARATOR = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$")
+_HANGUL = re.compile("[\uac00-\ud7a3]")
+_DIGIT = re.compile(r"\d")
+_YEAR_OR_DATE = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b|\d+\s*(년|월|일|세기)|"
+                           r"\b(january|february|march|april|may|june|july|august|september|october|"
+                           r"november|december|century)\b", re.I)
+_WHEN = re.compile(r"\b(when|what year|which year|what date|what century)\b|언제|몇\s*년|연도|년도|날짜|몇\s*세기", re.I)
+_HOW_MANY = re.compile(r"\b(how (many|much|long|old|far|large|big|tall|high)|what (percentage|percent|number)"
+                       r"|what amount)\b|몇|얼마", re.I)
+
+
+@dataclass
+class Unit:
+    hit_index: int  # which retrieved chunk (0 = best ranked)
+    position: int  # order within the chunk
+    text: str  # the verbatim passage, as it will be quoted
+    kind: str = "sentence"  # sentence | item | row | code
+    paragraph: int = 0  # units of one paragraph are quoted together when both are chosen
+    header: str = ""  # a table row's header row (quoted above it)
+    terms: Counter = field(default_factory=Counter)
+    score: float = 0.0
+
+
+@dataclass
+class ExtractiveAnswer:
+    text: str
+    cited: list[int]  # 1-based numbers of the hits quoted
+    found: bool  # False: nothing relevant enough; the text says so
+
+
+# ------------------------------------------------------------------ cutting chunks into units
+
+def _split_sentences(paragraph: str) -> list[str]:
+    """Sentences of one paragraph: Kiwi for Korean (it finds ends without punctuation), sentencex otherwise."""
+    if _HANGUL.search(paragraph):
+        from knowledge.search.analysis import _Kiwi
+
+        return [s.text for s in _Kiwi.get().split_into_sents(paragraph)]
+    from sentencex import segment
+
+    return [s.strip() for s in segment("en", paragraph) if s.strip()]
+
+
+def _cells(line: str) -> int:
+    return line.strip().strip("|").count("|") + 1
+
+
+def _is_table_block(lines: list[str]) -> bool:
+    """Pipe tables: markdown ones (with a separator row) and CSV chunks (a header line, then rows)."""
+    if len(lines) < 2 or not all("|" in line for line in lines):
+        return False
+    if _TABLE_SEPARATOR.match(lines[1]):
+        return True
+    width = _cells(lines[0])
+    return width >= 2 and all(_cells(line) == width for line in lines)
+
+
+def _blocks(text: str) -> list[tuple[str, list[str]]]:
+    """The chunk as (kind, lines) blocks: code fences, tables, list items, headings, paragraphs."""
+    lines = text.split("\n")
+    blocks: list[tuple[str, list[str]]] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip():
+            i += 1
+            continue
+        fence = _FENCE.match(line)
+        if fence:
+            j = i + 1
+            while j < len(lines) and not lines[j].lstrip().startswith(fence.group(1)):
+                j += 1
+            blocks.append(("code", lines[i:j + 1]))
+            i = j + 1
+            continue
+        if "|" in line:
+            j = i
+            while j < len(lines) and "|" in lines[j] and lines[j].strip():
+                j += 1
+            if _is_table_block(lines[i:j]):
+                blocks.append(("table", lines[i:j]))
+                i = j
+                continue
+        if _HEADING.match(line):
+            blocks.append(("heading", [line]))
+            i += 1
+            continue
+        kind = "item" if _LIST_ITEM.match(line) else "paragraph"
+        j = i + 1
+        # A paragraph (or list item) goes on over wrapped lines; a blank line, a new item or block ends it.
+        while j < len(lines) and lines[j].strip() and not (
+            _LIST_ITEM.match(lines[j]) or _HEADING.match(lines[j]) or _FENCE.match(lines[j])
+            or (kind == "paragraph" and lines[j].lstrip().startswith("|"))
+        ):
+            j += 1
+        blocks.append((kind, lines[i:j]))
+        i = j
+    return blocks
+
+
+def _join(lines: list[str]) -> str:
+    return " ".join(line.strip() for line in lines if line.strip())
+
+
+def split_units(text: str, *, hit_index: int = 0) -> list[Unit]:
+    """The quotable units of one chunk, in order."""
+    units: list[Unit] = []
+    for paragraph, (kind, lines) in enumerate(_blocks(text or "")):
+        if kind == "heading":
+            continue
+        if kind == "code":
+            units.append(Unit(hit_index, len(units), "\n".join(lines).strip("\n"), "code", paragraph))
+        elif kind == "table":
+            has_separator = bool(_TABLE_SEPARATOR.match(lines[1]))
+            header = lines[0].strip()
+            for row in lines[2 if has_separator else 1:]:
+                units.append(Unit(hit_index, len(units), row.strip(), "row", paragraph, header=header))
+        elif kind == "item":
+            units.append(Unit(hit_index, len(units), _join(lines), "item", paragraph))
+        else:
+            for sentence in _split_sentences(_join(lines)):
+                units.append(Unit(hit_index, len(units), sentence.strip(), "sentence", paragraph))
+    return [unit for unit in units if unit.text]
+
+
+# ------------------------------------------------------------------ scoring
+
+def _analyzer():
+    from knowledge.search.analysis import analyzer_for
+
+    return analyzer_for("auto")
+
+
+def _answer_type_bonus(question: str, unit: Unit) -> float:
+    """A small lift for units holding what the question asks for (a date, a number)."""
+    if _WHEN.search(question):
+        return 0.15 if _YEAR_OR_DATE.search(unit.text) else 0.0
+    if _HOW_MANY.search(question):
+        return 0.15 if _DIGIT.search(unit.text) else 0.0
+    return 0.0
+
+
+def score_units(question: str, units: list[Unit]) -> float:
+    """Score every unit in place (relative to the best possible match); returns the question's idf mass."""
+    analyzer = _analyzer()
+    query_terms = set(analyzer.tokens(question))
+    if not units or not query_terms:
+        return 0.0
+    for unit in units:
+        unit.terms = Counter(analyzer.tokens(f"{unit.header}\n{unit.text}" if unit.header else unit.text))
+    n = len(units)
+    df = Counter(term for unit in units for term in set(unit.terms) & query_terms)
+    idf = {t: math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in query_terms}
+    # A question word found in no unit still counts in the mass: missing it lowers every unit's coverage.
+    mass = sum(idf.values()) or 1.0
+    avg_len = sum(sum(u.terms.values()) for u in units) / n or 1.0
+    raw = []
+    for unit in units:
+        length = sum(unit.terms.values())
+        score = 0.0
+        for term in query_terms & set(unit.terms):
+            tf = unit.terms[term]
+            score += idf[term] * tf * (K1 + 1) / (tf + K1 * (1 - B + B * length / avg_len))
+        raw.append(score / ((K1 + 1) * mass))  # 1.0 = every question term, once, in an average-length unit
+    by_hit: dict[int, list[int]] = {}
+    for i, unit in enumerate(units):
+        by_hit.setdefault(unit.hit_index, []).append(i)
+    for indexes in by_hit.values():
+        for pos, i in enumerate(indexes):
+            neighbours = [raw[indexes[p]] for p in (pos - 1, pos + 1) if 0 <= p < len(indexes)]
+            rank_prior = RANK_WEIGHT * (1 - min(units[i].hit_index, HITS_CONSIDERED) / HITS_CONSIDERED)
+            units[i].score = (raw[i] + NEIGHBOUR_WEIGHT * max(neighbours, default=0.0)
+                              + (rank_prior + _answer_type_bonus(question, units[i])) * (raw[i] > 0))
+    return mass
+
+
+def coverage(question: str, unit: Unit) -> float:
+    """Share of the question's terms (by count) that the unit or its neighbourhood holds."""
+    query_terms = set(_analyzer().tokens(question))
+    return len(query_terms & set(unit.terms)) / len(query_terms) if query_terms else 0.0
+
+
+# ------------------------------------------------------------------ choosing and quoting
+
+def select_units(question: str, units: list[Unit]) -> list[Unit]:
+    """The best unit, plus the next best ones that fit the budget and score close enough."""
+    score_units(question, units)
+    ranked = sorted((u for u in units if u.score > 0), key=lambda u: (-u.score, u.hit_index, u.position))
+    if not ranked or coverage(question, ranked[0]) < MIN_COVERAGE:
+        return []
+    best = ranked[0]
+    chosen = [best]
+    used = len(best.text)
+    for unit in ranked[1:]:
+        if len(chosen) >= MAX_UNITS:
+            break
+        if unit.score < SECOND_UNIT_RATIO * best.score or used + len(unit.text) > CHAR_BUDGET:
+            continue
+        if unit.hit_index != best.hit_index and unit.score < OTHER_SOURCE_RATIO * best.score:
+            continue
+        chosen.append(unit)
+        used += len(unit.text)
+    return chosen
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_UNIT_CHARS:
+        return text
+    cut = text[:MAX_UNIT_CHARS]
+    end = max(cut.rfind(". "), cut.rfind("다. "), cut.rfind("\n"))
+    return (cut[:end + 1] if end > MAX_UNIT_CHARS // 2 else cut).rstrip() + " …"
+
+
+def _quote(units: list[Unit], n: int) -> str:
+    """One source's chosen units in document order: prose joined per paragraph, rows as a table, code fenced."""
+    parts: list[str] = []
+    rows: list[Unit] = []
+    for unit in sorted(units, key=lambda u: u.position):
+        if unit.kind == "row":
+            rows.append(unit)
+            continue
+        if unit.kind == "code":
+            parts.append(_clip(unit.text))
+        elif parts and unit.kind == "sentence" and _last_paragraph(parts, units, unit):
+            parts[-1] += " " + unit.text
+        else:
+            parts.append(_clip(unit.text))
+    if rows:
+        header = rows[0].header
+        width = _cells(header)
+        table = [_as_table_line(header), "|" + " --- |" * width]
+        table += [_as_table_line(row.text) for row in rows]
+        parts.append("\n".join(table))
+    body = "\n\n".join(parts)
+    quoted = "\n".join("> " + line if line.strip() else ">" for line in body.split("\n"))
+    ends_in_block = bool(rows) or max(units, key=lambda u: u.position).kind == "code"
+    return f"{quoted}\n>\n> [{n}]" if ends_in_block else f"{quoted} [{n}]"
+
+
+def _last_paragraph(parts: list[str], units: list[Unit], unit: Unit) -> bool:
+    previous = [u for u in units if u.position < unit.position and u.kind != "row"]
+    return bool(previous) and max(previous, key=lambda u: u.position).paragraph == unit.paragraph
+
+
+def _as_table_line(line: str) -> str:
+    line = line.strip()
+    if not line.startswith("|"):
+        line = "| " + line
+    if not line.endswith("|"):
+        line += " |"
+    return line
+
+
+def extractive_answer(*, question: str, hits: list) -> ExtractiveAnswer:
+    """Quote the passages of `hits` (ranked search hits, numbered [1..n]) that answer `question`."""
+    language = defaults.language_of(question)
+    units: list[Unit] = []
+    for index, hit in enumerate(hits[:HITS_CONSIDERED]):
+        units += split_units(hit.text, hit_index=index)
+    chosen = select_units(question, units)
+    if not chosen:
+        return ExtractiveAnswer(text=NOT_FOUND[language], cited=[], found=False)
+    by_hit: dict[int, list[Unit]] = {}
+    for unit in chosen:  # best first, so sources appear in the order of their best passage
+        by_hit.setdefault(unit.hit_index, []).append(unit)
+    quotes = [_quote(group, index + 1) for index, group in by_hit.items()]
+    text = LEAD[language] + "\n\n" + "\n\n".join(quotes)
+    return ExtractiveAnswer(text=text, cited=[index + 1 for index in by_hit], found=True)
