@@ -24,13 +24,28 @@ from chat.serializers import (
     MessageSerializer,
     message_payload,
 )
-from chat.sse import sse_relay
+from chat.sse import sse_relay, with_first_step
 
+SSE_EVENTS = (
+    "Events, in order: `meta` {\"message_id\", \"conversation_id\", \"version\", \"status\": \"queued\"} and "
+    "`step` {\"step\": \"searching\"} as soon as the question is saved; `meta` again with status \"running\" when a "
+    "worker starts (it may repeat the `searching` step); `step` "
+    "{\"step\": \"sources\", \"count\": N} (N relevant chunks found; the answer is given them, numbered [1..N]), `step` {\"step\": \"writing\", "
+    "\"mode\": \"extractive\"|\"generative\"}, `token` {\"text\"} per delta, then `done` {\"status\", \"message\"} "
+    "(the saved message with `citations`, `sources`, `answered_by`) or `error` {\"code\", \"message\", "
+    "\"status\"}. `reset` {} (drop the text so far) comes when an answer restarts, e.g. a redelivered task. "
+    "Clients should ignore event kinds they do not know. Event ids resume with Last-Event-ID on "
+    "GET /api/v1/messages/{id}/stream."
+)
 SSE_DOC = OpenApiResponse(
     response=OpenApiTypes.STR,
-    description="text/event-stream when stream=true: `meta`, `token` ({\"text\"}) per delta, then `done` "
-                "({\"status\", \"message\"}) or `error` ({\"code\", \"message\", \"status\"}). Event ids resume "
-                "with Last-Event-ID on GET /api/v1/messages/{id}/stream.",
+    description="text/event-stream when stream=true. The response starts once the first token (or a failure) is "
+                "known, so a failure before any text still gets its HTTP status; the steps before it arrive "
+                "first. To watch the steps live, follow GET /api/v1/messages/{id}/stream. " + SSE_EVENTS,
+)
+SSE_FOLLOW_DOC = OpenApiResponse(
+    response=OpenApiTypes.STR,
+    description="text/event-stream, live from the answer's first event (progress steps included). " + SSE_EVENTS,
 )
 
 
@@ -159,7 +174,9 @@ class AssistantChat(APIView):
         request=ChatRequestSerializer,
         responses={201: ChatResponseSerializer, (200, "text/event-stream"): SSE_DOC},
         summary="Ask an assistant (JSON answer, or an SSE stream with stream=true)",
-        description="Grounded answer with citations from the assistant's knowledge bases. Errors: 404 unknown "
+        description="Grounded answer from the assistant's knowledge bases: `answer.citations` are the chunks it "
+                    "cites, `answer.sources` every chunk it was given, `answer.answered_by` what wrote it "
+                    "(extractive quotes or a generative model). Errors: 404 unknown "
                     "assistant or conversation, 400 bad field, 403 missing 'chat' scope, 429 quota (Retry-After), "
                     "502/503 model failure.",
     )
@@ -173,10 +190,10 @@ class AssistantChat(APIView):
             conversation = selectors.conversation_get(tenant=request.tenant, conversation_id=data["conversation_id"],
                                                       **visible(request))
         try:
-            question, answer = services.question_ask(
+            question, answer = with_first_step(lambda: services.question_ask(
                 tenant=request.tenant, assistant=assistant, conversation=conversation, content=data["message"],
                 source=Conversation.Source.API, **actor(request),
-            )
+            ))
         except DjangoValidationError as exc:
             raise as_drf_validation_error(exc) from exc
         return answer_response(request, question, answer, stream=data["stream"])
@@ -238,7 +255,7 @@ class MessageDetail(APIView):
 
 
 class MessageStream(APIView):
-    @extend_schema(responses={(200, "text/event-stream"): SSE_DOC},
+    @extend_schema(responses={(200, "text/event-stream"): SSE_FOLLOW_DOC},
                    parameters=[OpenApiParameter("after", str, description="Resume after this event id "
                                                 "(or send Last-Event-ID)")],
                    summary="Follow an answer as server-sent events (resumable)")
@@ -272,7 +289,8 @@ class MessageRegenerate(APIView):
             raise serializers.ValidationError({"non_field_errors": ['Send no body or {"stream": true|false}.']})
         stream = str(request.query_params.get("stream", body.get("stream", ""))).lower() in ("1", "true")
         try:
-            new = services.answer_regenerate(tenant=request.tenant, answer=answer, **actor(request))
+            new = with_first_step(lambda: services.answer_regenerate(tenant=request.tenant, answer=answer,
+                                                                     **actor(request)))
         except DjangoValidationError as exc:
             raise as_drf_validation_error(exc) from exc
         return answer_response(request, None, new, stream=stream)

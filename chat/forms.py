@@ -67,14 +67,19 @@ class AssistantForm(forms.ModelForm):
 
     class Meta:
         model = Assistant
-        fields = ["name", "description", "knowledge_bases", "answer_target", "cheap_target", "system_prompt",
-                  "few_shot", "temperature", "top_p", "top_k", "max_tokens", "presence_penalty",
+        fields = ["name", "description", "knowledge_bases", "answer_mode", "answer_target", "cheap_target",
+                  "system_prompt", "few_shot", "temperature", "top_p", "top_k", "max_tokens", "presence_penalty",
                   "frequency_penalty", "context_window", "retrieval", "json_schema", "is_default"]
         widgets = {"system_prompt": forms.Textarea(attrs={"rows": 14, "class": "mono"})}
+        help_texts = {"answer_mode": _("Extractive answers quote the passages that answer the question, with "
+                                       "citations, and need no model. The generative modes use the answer model "
+                                       "below.")}
 
     def __init__(self, *args, tenant, target_choices=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["knowledge_bases"].queryset = KnowledgeBase.objects.filter(tenant=tenant).order_by("name")
+        # A post without the field (an older form, a script) keeps the assistant's mode, or the service's default.
+        self.fields["answer_mode"].required = False
         if target_choices:
             choices = [("", _("Platform default"))] + list(target_choices)
             for name in ("answer_target", "cheap_target"):
@@ -88,4 +93,6 @@ class AssistantForm(forms.ModelForm):
     def service_data(self) -> dict:
         data = dict(self.cleaned_data)
         data["knowledge_bases"] = [kb.pk for kb in data.pop("knowledge_bases", [])]
+        if not data.get("answer_mode"):
+            data.pop("answer_mode", None)
         return data

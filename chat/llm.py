@@ -59,6 +59,13 @@ def _pool_of(target: str, tenant=None):
         return None
 
 
+def context_window(*, tenant, target: str) -> int | None:
+    """The model's real context window in tokens (None when unknown: the assistant's setting applies)."""
+    from llm import selectors
+
+    return selectors.model_context_window(tenant=tenant, target=target)
+
+
 def target_configured(target: str, *, tenant=None) -> bool:
     """True when `target` names a pool that exists (its servers may still be down)."""
     return bool(target) and _pool_of(target, tenant) is not None

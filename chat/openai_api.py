@@ -3,8 +3,9 @@
 `model` names an assistant (its name or id). The caller's earlier user/assistant turns become the
 conversation's history (used to condense the follow-up), the last user message is the question, and the
 answer is grounded in the assistant's knowledge bases. Caller `system` messages are ignored: the assistant's
-system prompt governs. Extensions: `citations` (top level, and on the final stream chunk) and `ragdesk`
-({conversation_id, message_id, status}).
+system prompt governs. Extensions (top level, and on the final stream chunk): `citations` (the chunks the
+answer cites), `sources` (every chunk it was given) and `ragdesk` ({conversation_id, message_id, status,
+answered_by, warnings}).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from accounts.api_errors import error_body
 from chat import answers, defaults, selectors, services
 from chat.api import actor, error_response, usage_header_values, usage_headers
 from chat.models import Conversation, Message
-from chat.serializers import citation_payload, message_payload
-from chat.sse import answer_events
+from chat.serializers import message_payload
+from chat.sse import answer_events, with_first_step
 
 
 class ModelNotFound(exceptions.NotFound):
@@ -131,7 +132,7 @@ def _finish_reason(message: Message | dict) -> str:
 
 def _extension(payload: dict) -> dict:
     return {"conversation_id": payload["conversation_id"], "message_id": payload["id"], "status": payload["status"],
-            "warnings": payload.get("warnings", [])}
+            "answered_by": payload.get("answered_by", ""), "warnings": payload.get("warnings", [])}
 
 
 async def completion_chunks(*, tenant, message_id: int, model: str, created: int, include_usage: bool,
@@ -157,7 +158,7 @@ async def completion_chunks(*, tenant, message_id: int, model: str, created: int
             if not sent_role:
                 yield chunk({"role": "assistant", "content": ""})
             yield chunk({}, _finish_reason(message), citations=message.get("citations", []),
-                        ragdesk=_extension(message))
+                        sources=message.get("sources", []), ragdesk=_extension(message))
             if include_usage:
                 body = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model,
                         "choices": [], "usage": completion_usage(message)}
@@ -175,8 +176,11 @@ class ChatCompletions(APIView):
     @extend_schema(
         request=CompletionRequestSerializer,
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="An OpenAI chat.completion object plus "
-                                        "`citations` and `ragdesk`; with stream=true, chat.completion.chunk "
-                                        "events ending with data: [DONE]")},
+                                        "`citations` (the chunks the answer cites), `sources` (every chunk it was "
+                                        "given, each with `cited`) and `ragdesk` ({conversation_id, message_id, "
+                                        "status, answered_by: extractive|generative, warnings}); with "
+                                        "stream=true, chat.completion.chunk events whose final chunk carries the "
+                                        "same extensions, ending with data: [DONE]")},
         summary="OpenAI-compatible chat completions (model = assistant name or id)",
     )
     def post(self, request):
@@ -194,10 +198,10 @@ class ChatCompletions(APIView):
                                                         source=Conversation.Source.OPENAI,
                                                         title=question_text[:60], **who)
             services.history_import(tenant=request.tenant, conversation=conversation, turns=pairs, **who)
-            _question, answer = services.question_ask(
+            _question, answer = with_first_step(lambda: services.question_ask(
                 tenant=request.tenant, assistant=assistant, conversation=conversation, content=question_text,
                 source=Conversation.Source.OPENAI, overrides=overrides_from(data), **who,
-            )
+            ))
         except DjangoValidationError as exc:
             raise as_drf_validation_error(exc) from exc
         created = int(time.time())
@@ -227,7 +231,8 @@ class ChatCompletions(APIView):
             "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.content},
                          "finish_reason": _finish_reason(answer)}],
             "usage": completion_usage(payload),
-            "citations": [citation_payload(c) for c in answer.citations or []],
+            "citations": payload["citations"],
+            "sources": payload["sources"],
             "ragdesk": _extension(payload),
         }
         return usage_headers(Response(body, status=status.HTTP_200_OK), request=request, answer_id=answer.pk)

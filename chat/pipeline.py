@@ -27,6 +27,7 @@ from knowledge.search.selectors import SearchError
 from llm.types import (
     ChatRequest,
     ChatResult,
+    ContextOverflow,
     GenerationParams,
     InvalidParams,
     LLMError,
@@ -79,6 +80,7 @@ class StreamOutcome:
     result: ChatResult | None = None
     status: str = Message.Status.DONE
     failure: Failure | None = None
+    error: BaseException | None = None  # what failed, e.g. ContextOverflow (shrink and ask again)
     superseded: bool = False
     ttft_ms: float | None = None
     timings: dict = field(default_factory=dict)
@@ -157,6 +159,17 @@ def answers_extractively(assistant, target: str, *, tenant) -> bool:
     mode = assistant.answer_mode
     return mode == AnswerMode.EXTRACTIVE or (
         mode == AnswerMode.GENERATIVE_FALLBACK and not gateway.target_configured(target, tenant=tenant))
+
+
+def cut_warnings(prompt: prompting.BuiltPrompt) -> list[str]:
+    """Tell the user when the model's context window could not hold everything found."""
+    notes = []
+    if prompt.dropped_hits:
+        notes.append(f"The model's context window ({prompt.context_window} tokens) could not hold every source: "
+                     f"{prompt.dropped_hits} lower-ranked source(s) were left out.")
+    if prompt.dropped_examples:
+        notes.append(f"{prompt.dropped_examples} example(s) of the assistant were left out to fit the context window.")
+    return notes
 
 
 # Failures after which a "generative, extractive when unavailable" assistant quotes the documents instead.
@@ -248,8 +261,8 @@ class AnswerRun:
             log.exception("chat retrieval failed for message %s", message.pk)
             self._finish(status=Message.Status.FAILED, text="", failure=failure_from(exc), timings=timings)
             return
-        streams.publish(message.pk, "step", {"step": "sources", "count": len(result.hits)})
         if not result.hits:
+            streams.publish(message.pk, "step", {"step": "sources", "count": 0})
             self._save(standalone_question=standalone, warnings=warnings, context_chunk_ids=[], sources=[])
             text = defaults.NO_CONTEXT_ANSWER[defaults.language_of(question)]
             streams.publish(message.pk, "token", {"text": text})
@@ -261,21 +274,30 @@ class AnswerRun:
             self._answer_extractively(question=question, standalone=standalone, hits=result.hits,
                                       warnings=warnings, timings=timings, started=started)
             return
-        prompt = prompting.build_answer_prompt(
-            assistant=assistant, history=history, question=question, hits=result.hits,
-        )
+        window = gateway.context_window(tenant=self.tenant, target=target)
+        prompt = prompting.build_answer_prompt(assistant=assistant, history=history, question=question,
+                                               hits=result.hits, context_window=window)
         context_ids = [hit.chunk_id for hit in prompt.context_hits]
-        overrides = message.overrides or {}
-        request = ChatRequest(messages=prompt.messages, params=generation_params(assistant, overrides),
-                              json_schema=overrides.get("json_schema") or assistant.json_schema or None)
-        self._save(standalone_question=standalone, warnings=warnings, context_chunk_ids=context_ids, target=target,
-                   sources=build_sources(prompt.context_hits))
+        streams.publish(message.pk, "step", {"step": "sources", "count": len(prompt.context_hits)})
+        self._save(standalone_question=standalone, warnings=warnings + cut_warnings(prompt),
+                   context_chunk_ids=context_ids, target=target, sources=build_sources(prompt.context_hits))
         streams.publish(message.pk, "step", {"step": "writing", "mode": "generative"})
         timings["generation_started_at"] = time.time()
-        shared_loop = aio.uses_shared_loop()
-        outcome = aio.run(lambda: self._stream(target=target, request=request, keep_clients=shared_loop))
+        outcome = self._generate(target=target, prompt=prompt)
         if outcome.superseded:
             return
+        if isinstance(outcome.error, ContextOverflow) and not outcome.text:
+            # The model's tokenizer counted more than our budget did: shrink once to what it said, ask again.
+            prompt = prompting.build_answer_prompt(
+                assistant=assistant, history=history, question=question, hits=result.hits,
+                context_window=prompting.overflow_retry_window(built=prompt, error=outcome.error))
+            warnings.append("The documents did not fit the model's context window; fewer were sent.")
+            self._save(warnings=warnings + cut_warnings(prompt), sources=build_sources(prompt.context_hits),
+                       context_chunk_ids=[hit.chunk_id for hit in prompt.context_hits])
+            outcome = self._generate(target=target, prompt=prompt)
+        if outcome.superseded:
+            return
+        warnings += cut_warnings(prompt)
         if (outcome.status == Message.Status.FAILED and not outcome.text and outcome.failure
                 and outcome.failure.code in FALLBACK_CODES and assistant.answer_mode == AnswerMode.GENERATIVE_FALLBACK):
             warnings.append(f"The answer model was unavailable ({outcome.failure.message}); "
@@ -296,16 +318,29 @@ class AnswerRun:
                 finish_reason=(res.finish_reason or "")[:20],
             )
         self._finish(status=outcome.status, text=outcome.text, failure=outcome.failure, timings=timings,
-                     citations=build_citations(outcome.text, prompt.context_hits),
+                     warnings=warnings, citations=build_citations(outcome.text, prompt.context_hits),
                      answered_by="generative" if outcome.text else "", **usage_fields)
+
+    def _generate(self, *, target: str, prompt: prompting.BuiltPrompt) -> StreamOutcome:
+        message = self.message
+        overrides = message.overrides or {}
+        params = generation_params(message.conversation.assistant, overrides)
+        if prompt.max_tokens:  # never ask for more output than the window has room for
+            params.max_tokens = min(params.max_tokens or prompt.max_tokens, prompt.max_tokens)
+        request = ChatRequest(messages=prompt.messages, params=params,
+                              json_schema=overrides.get("json_schema") or message.conversation.assistant.json_schema
+                              or None)
+        shared_loop = aio.uses_shared_loop()
+        return aio.run(lambda: self._stream(target=target, request=request, keep_clients=shared_loop))
 
     def _answer_extractively(self, *, question: str, standalone: str, hits: list, warnings: list, timings: dict,
                              started: float) -> None:
         """Quote the passages that answer the question; no model call, a zero-cost ledger entry."""
         message = self.message
+        given = hits[:extractive.HITS_CONSIDERED]
+        streams.publish(message.pk, "step", {"step": "sources", "count": len(given)})
         streams.publish(message.pk, "step", {"step": "writing", "mode": "extractive"})
         t0 = time.monotonic()
-        given = hits[:extractive.HITS_CONSIDERED]
         answer = extractive.extractive_answer(question=standalone or question, hits=given)
         timings["answer_ms"] = round((time.monotonic() - t0) * 1000, 2)
         self._save(standalone_question=standalone, warnings=warnings, context_chunk_ids=[h.chunk_id for h in given],
@@ -394,6 +429,7 @@ class AnswerRun:
                     log.exception("chat generation failed for message %s", self.message_id)
                 outcome.status = Message.Status.FAILED
                 outcome.failure = failure_from(exc)
+                outcome.error = exc
             await stream.touch()
         finally:
             await stream.close()

@@ -12,7 +12,13 @@ import re
 from dataclasses import dataclass
 
 from chat import defaults
-from chat.tokens import MESSAGE_OVERHEAD, count_message_tokens, count_tokens, truncate_to_tokens
+from chat.tokens import (
+    BUDGET_MESSAGE_OVERHEAD,
+    budget_message_tokens,
+    budget_tokens,
+    truncate_to_budget,
+    truncate_to_tokens,
+)
 
 _BLOCK_TAGS = re.compile(r"<\s*/?\s*(documents?|system|instructions?)\b", re.I)
 
@@ -79,45 +85,98 @@ def question_message(question: str, document_blocks: list[str]) -> str:
 class BuiltPrompt:
     messages: list[dict[str, str]]
     context_hits: list  # the hits numbered [1..n] in the prompt, in order
-    prompt_tokens: int
+    prompt_tokens: int  # the prompt's size by the packing budget (an upper estimate, chat.tokens.budget_tokens)
+    dropped_hits: int = 0  # hits that did not fit (lowest-ranked first): "context had to be cut"
+    context_window: int = 0  # the window packed for: min(assistant's setting, the model's real window)
+    max_tokens: int = 0  # room kept for the answer; send at most this as max_tokens
+    dropped_examples: int = 0  # few-shot examples left out so that documents still fit
 
 
-def build_answer_prompt(*, assistant, history: list[Turn], question: str, hits: list) -> BuiltPrompt:
+MIN_DOCUMENT_BUDGET = 256  # few-shot examples give way before the documents shrink below this
+QUESTION_WRAPPING = 40  # the <documents> block and "Question:" around the question
+
+
+def effective_window(*, assistant, context_window: int | None = None) -> int:
+    """The assistant's setting, lowered (never raised) to the model's real window when known."""
+    window = int(assistant.context_window)
+    if context_window:
+        window = min(window, int(context_window))
+    return window
+
+
+def build_answer_prompt(*, assistant, history: list[Turn], question: str, hits: list,
+                        context_window: int | None = None) -> BuiltPrompt:
     """System prompt, examples, as much recent history and as many hits (in rank order) as the window holds.
 
-    Budget: context_window - max_tokens - fixed parts; history gets at most a quarter of what is left, the
-    documents the rest. A first hit too long on its own is truncated rather than dropped.
+    The window is min(assistant.context_window, context_window) (the model's real window, see
+    llm.selectors.model_context_window). Everything is counted with budget_tokens, which allows for model
+    tokenizers that count more than cl100k (about 2x for Korean on small models), so prompt + max_tokens fits.
+    Budget: window - answer room - fixed parts; history gets at most a quarter of what is left, the documents the
+    rest. The answer's room is max_tokens, at most half the window. Few-shot examples are dropped (last first)
+    when they would leave the documents less than MIN_DOCUMENT_BUDGET; hits that do not fit are dropped from
+    the lowest rank up (`dropped_hits`); a first hit too long on its own is truncated rather than dropped.
     """
-    system = system_message(assistant)
-    fixed = [{"role": "system", "content": system}, *few_shot_messages(assistant)]
-    available = assistant.context_window - assistant.max_tokens - count_message_tokens(fixed)
-    available -= count_tokens(question) + MESSAGE_OVERHEAD + 40  # the question turn's own wrapping
+    window = effective_window(assistant=assistant, context_window=context_window)
+    reserve = max(1, min(int(assistant.max_tokens), window // 2))
+    system = {"role": "system", "content": system_message(assistant)}
+    examples = few_shot_messages(assistant)
+    question_cost = budget_tokens(question) + BUDGET_MESSAGE_OVERHEAD + QUESTION_WRAPPING
+    dropped_examples = 0
+    while True:
+        available = window - reserve - budget_message_tokens([system, *examples]) - question_cost
+        if available >= MIN_DOCUMENT_BUDGET or not examples:
+            break
+        examples = examples[:-2]
+        dropped_examples += 1
     history_messages: list[dict[str, str]] = []
     history_budget = max(0, available // 4)
     for turn in reversed(history):
         pair = [{"role": "user", "content": turn.question}, {"role": "assistant", "content": turn.answer}]
-        cost = count_message_tokens(pair)
+        cost = budget_message_tokens(pair) - 3
         if cost > history_budget:
             break
         history_messages = pair + history_messages
         history_budget -= cost
-    available -= count_message_tokens(history_messages) if history_messages else 0
+    available -= budget_message_tokens(history_messages) - 3 if history_messages else 0
     blocks: list[str] = []
     kept = []
     for hit in hits:
         n = len(kept) + 1
         block = render_document(n, hit)
-        cost = count_tokens(block) + 1
+        cost = budget_tokens(block) + 1
         if cost > available:
             if kept or available < 64:
                 break
-            block = render_document(n, hit, truncate_to_tokens(prompt_text(hit), available - 40))
-            cost = count_tokens(block) + 1
+            wrapper = budget_tokens(render_document(n, hit, "")) + 8
+            block = render_document(n, hit, truncate_to_budget(prompt_text(hit), available - wrapper))
+            cost = budget_tokens(block) + 1
         blocks.append(block)
         kept.append(hit)
         available -= cost
-    messages = [*fixed, *history_messages, {"role": "user", "content": question_message(question, blocks)}]
-    return BuiltPrompt(messages=messages, context_hits=kept, prompt_tokens=count_message_tokens(messages))
+    messages = [system, *examples, *history_messages, {"role": "user", "content": question_message(question, blocks)}]
+    return BuiltPrompt(messages=messages, context_hits=kept, prompt_tokens=budget_message_tokens(messages),
+                       dropped_hits=len(hits) - len(kept), context_window=window, max_tokens=reserve,
+                       dropped_examples=dropped_examples)
+
+
+def overflow_retry_window(*, built: BuiltPrompt, error) -> int:
+    """The window to rebuild with after a provider refused `built` as too long (llm.types.ContextOverflow).
+
+    Shrink once: to the provider's real window when it said one, scaled by how much more its tokenizer counted
+    than our budget when it said that; else by a quarter. Rebuild with build_answer_prompt(...,
+    context_window=<this>) and ask again; a second refusal is the answer's error.
+    """
+    window = built.context_window
+    real = getattr(error, "context_window", None)
+    if real and real < window:
+        window = real
+    room = window - built.max_tokens
+    counted = getattr(error, "prompt_tokens", None)
+    if counted and built.prompt_tokens and counted > built.prompt_tokens:
+        room = room * built.prompt_tokens / counted * 0.9
+    elif not real or real >= built.context_window:
+        room = room * 0.75  # nothing to go by: the margin was too small by an unknown amount
+    return max(built.max_tokens + 1, int(built.max_tokens + room))
 
 
 def build_condense_messages(*, history: list[Turn], question: str) -> list[dict[str, str]]:

@@ -12,6 +12,8 @@ from functools import cache
 from html import escape
 
 import nh3
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from markdown_it import MarkdownIt
 
 ALLOWED_TAGS = {
@@ -74,3 +76,18 @@ def render_answer(text: str, *, message_id: int, citations: list[dict] | None = 
 
 def render_plain(text: str) -> str:
     return escape(text or "").replace("\n", "<br>")
+
+
+def step_label(step: dict) -> str:
+    """What the pending answer bubble says for one of the worker's progress steps ("" for an unknown one)."""
+    name = step.get("step")
+    if name == "searching":
+        return _("Searching…")
+    if name == "sources":
+        count = int(step.get("count") or 0)
+        if count <= 0:
+            return _("No relevant sources found")
+        return ngettext("%(n)s source found", "%(n)s sources found", count) % {"n": count}
+    if name == "writing":
+        return _("Quoting the documents…") if step.get("mode") == "extractive" else _("Writing…")
+    return ""

@@ -25,6 +25,24 @@ def citation_payload(citation: dict) -> dict:
     return {**citation, "url": document_url(citation.get("document_id"))}
 
 
+def given_sources(message: Message) -> list[dict]:
+    """Every chunk the answer was given ([1..n] as in the prompt). Answers saved before sources were kept
+    fall back to their citations, so the cited chunks are always among the sources."""
+    return list(message.sources or message.citations or [])
+
+
+def source_payloads(message: Message) -> list[dict]:
+    """The given chunks in their own order ([1..n]), each with its link and whether the answer cites it."""
+    cited = {c.get("n") for c in message.citations or []}
+    return [{**citation_payload(s), "cited": s.get("n") in cited} for s in given_sources(message)]
+
+
+def usage_estimated(message: Message) -> bool:
+    """Counted offline because the provider reported no counts. An answer no model wrote (extractive, or the
+    "no relevant documents" reply) used no tokens, so there is nothing to estimate."""
+    return bool(message.usage_estimated and (message.input_tokens or message.output_tokens))
+
+
 def message_payload(message: Message) -> dict:
     """One message as the API, the SSE `done` event and the OpenAI extension field show it."""
     data = {
@@ -40,13 +58,15 @@ def message_payload(message: Message) -> dict:
             "question_id": message.parent_id,
             "version": message.version,
             "citations": [citation_payload(c) for c in message.citations or []],
+            "sources": source_payloads(message),
+            "answered_by": message.answered_by,
             "error": {"code": message.error_code, "message": message.error} if message.error_code else None,
             "model": message.model,
             "usage": {
                 "input_tokens": message.input_tokens,
                 "cached_input_tokens": message.cached_input_tokens,
                 "output_tokens": message.output_tokens,
-                "estimated": message.usage_estimated,
+                "estimated": usage_estimated(message),
             },
             "ignored_params": message.ignored_params or [],
             "warnings": message.warnings or [],
@@ -56,22 +76,29 @@ def message_payload(message: Message) -> dict:
 
 
 class CitationSerializer(serializers.Serializer):
-    n = serializers.IntegerField()
+    n = serializers.IntegerField(help_text="The number the answer text uses: [n].")
     chunk_id = serializers.IntegerField()
     document_id = serializers.IntegerField()
     kb_id = serializers.IntegerField()
-    title = serializers.CharField()
-    page = serializers.IntegerField(allow_null=True)
-    heading = serializers.CharField(required=False)
-    snippet = serializers.CharField()
-    url = serializers.CharField()
+    title = serializers.CharField(help_text="Document title.")
+    page = serializers.IntegerField(allow_null=True, help_text="Page (PDF), else null.")
+    heading = serializers.CharField(required=False, help_text="Heading path, e.g. 'Guide > Install'.")
+    snippet = serializers.CharField(help_text="The start of the chunk's text.")
+    url = serializers.CharField(help_text="The document's page in the web app.")
+
+
+class SourceSerializer(CitationSerializer):
+    cited = serializers.BooleanField(help_text="Whether the answer cites this chunk (it is then in `citations`).")
 
 
 class UsageSerializer(serializers.Serializer):
     input_tokens = serializers.IntegerField()
     cached_input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
-    estimated = serializers.BooleanField()
+    estimated = serializers.BooleanField(
+        help_text="true only when the provider reported no token counts for the answer (e.g. a stream cut off "
+                  "before its final usage report) and they were counted offline; an extractive answer uses no "
+                  "tokens and is never estimated.")
 
 
 class ErrorInfoSerializer(serializers.Serializer):
@@ -90,7 +117,15 @@ class MessageSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     question_id = serializers.IntegerField(required=False, allow_null=True)
     version = serializers.IntegerField(required=False)
-    citations = CitationSerializer(many=True, required=False)
+    citations = CitationSerializer(many=True, required=False,
+                                   help_text="The chunks the answer cites as [n] (a subset of `sources`).")
+    sources = SourceSerializer(many=True, required=False,
+                               help_text="Every chunk the answer was given, numbered [1..n] as in the prompt, cited "
+                                         "or not. Empty when no relevant chunk was found.")
+    answered_by = serializers.ChoiceField(
+        choices=["extractive", "generative", ""], required=False,
+        help_text="What wrote the answer: `extractive` (passages quoted from the documents, no model) or "
+                  "`generative` (the model named in `model`); empty while it is being prepared.")
     error = ErrorInfoSerializer(required=False, allow_null=True)
     model = serializers.CharField(required=False)
     usage = UsageSerializer(required=False)
@@ -137,12 +172,17 @@ class AssistantSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Assistant
-        fields = ["id", "name", "description", "knowledge_bases", "answer_target", "cheap_target", "system_prompt",
-                  "few_shot", "temperature", "top_p", "top_k", "max_tokens", "presence_penalty",
+        fields = ["id", "name", "description", "knowledge_bases", "answer_mode", "answer_target", "cheap_target",
+                  "system_prompt", "few_shot", "temperature", "top_p", "top_k", "max_tokens", "presence_penalty",
                   "frequency_penalty", "context_window", "retrieval", "json_schema", "is_default",
                   "parameter_notes", "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at", "parameter_notes"]
-        extra_kwargs = {"name": {"validators": []}}  # uniqueness per tenant is checked by the service
+        extra_kwargs = {
+            "name": {"validators": []},  # uniqueness per tenant is checked by the service
+            "answer_mode": {"help_text": "extractive: quote the passages that answer, no model; generative: the "
+                                         "answer model writes it; generative_fallback: the model, and quoting when "
+                                         "the model is unavailable."},
+        }
 
     def get_parameter_notes(self, obj) -> list[str]:
         from chat.services import parameter_notes
@@ -171,7 +211,7 @@ class ChatRequestSerializer(serializers.Serializer):
     conversation_id = serializers.IntegerField(required=False, allow_null=True,
                                                help_text="Continue this conversation; omit to start one.")
     stream = serializers.BooleanField(default=False,
-                                      help_text="true: answer as text/event-stream (meta, token..., done | error).")
+                                      help_text="true: answer as text/event-stream (step..., meta, token..., done | error).")
 
 
 class ChatResponseSerializer(serializers.Serializer):

@@ -1,7 +1,7 @@
 """Relaying an answer's Redis stream to HTTP clients as server-sent events.
 
-`answer_events` is the core: it yields the stream's entries from a position on, waits while the worker is
-busy, and ends after `done` or `error`. It never hangs: when the stream is gone (expired) it rebuilds the end
+`answer_events` is the core: it yields the stream's entries from a position on (every kind, the worker's
+`step` progress events included), waits while the worker is busy, and ends after `done` or `error`. It never hangs: when the stream is gone (expired) it rebuilds the end
 from the database, and an answer no worker picked up in time is failed with a clear message. The SSE ids are
 the Redis entry ids, so EventSource's Last-Event-ID resumes exactly after the last event a client saw.
 
@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.utils import timezone
+from django.db import transaction
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from accounts.tenancy import tenant_scope
@@ -52,6 +53,23 @@ def sse(event: str, data: dict | str, event_id: str | None = None) -> str:
     head = f"id: {event_id}\n" if event_id else ""
     body = "".join(f"data: {line}\n" for line in payload.split("\n"))
     return f"{head}event: {event}\n{body}\n"
+
+
+FIRST_STEP = {"step": "searching"}
+
+
+def with_first_step(create: Callable):
+    """Run `create` (a service that saves a queued answer and hands it to a worker when its transaction
+    commits; it returns the answer, or (question, answer)) and open the answer's stream before that commit
+    with `meta` (status "queued") and the first progress step, "searching". So a reader sees progress right
+    after posting, before any worker has the task, and the worker's own events can only come after these."""
+    with transaction.atomic():
+        result = create()
+        answer = result[-1] if isinstance(result, tuple) else result
+        streams.publish(answer.pk, "meta", {"message_id": answer.pk, "conversation_id": answer.conversation_id,
+                                            "version": answer.version, "status": "queued"})
+        streams.publish(answer.pk, "step", FIRST_STEP)
+    return result
 
 
 def _load(tenant, message_id: int) -> Message | None:
@@ -169,8 +187,10 @@ async def text_before(message_id: int, until: str) -> str:
 
 
 async def sse_relay(*, tenant, message_id: int, after: str = "0", render: bool = False,
-                    prelude: list | tuple = ()) -> AsyncIterator[str]:
-    """SSE for browsers and API clients: meta / token / reset / done / error (+ html when render)."""
+                    prelude: list | tuple = (), language: str | None = None) -> AsyncIterator[str]:
+    """SSE for browsers and API clients: meta / step / token / reset / done / error, as the worker wrote them.
+    With render (the browser): `html` events carry the sanitised answer so far, and `step` events also carry
+    a `label` in the page's language."""
     yield "retry: 1000\n\n"
     text = await text_before(message_id, after) if render else ""
     dirty = False
@@ -192,5 +212,8 @@ async def sse_relay(*, tenant, message_id: int, after: str = "0", render: bool =
             if dirty and (final or kind == "tick" or now - last_render >= 0.1):
                 yield sse("html", {"html": rendering.sanitize_markdown(text)}, entry_id if not final else None)
                 dirty, last_render = False, now
+        if render and kind == "step":
+            with translation.override(language):
+                data = {**data, "label": rendering.step_label(data)}
         if kind != "tick":
             yield sse(kind, data, entry_id)

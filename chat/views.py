@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import translation
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, push_url, trigger_client_event
@@ -14,8 +15,8 @@ from django_htmx.http import HttpResponseClientRedirect, push_url, trigger_clien
 from accounts.decorators import tenant_admin_required, tenant_required
 from chat import defaults, llm, selectors, services
 from chat.forms import AssistantForm
-from chat.models import Conversation, Message
-from chat.sse import sse_relay
+from chat.models import AnswerMode, Conversation, Message
+from chat.sse import sse_relay, with_first_step
 
 
 def _errors(exc: ValidationError) -> str:
@@ -31,12 +32,18 @@ def _thread_context(request, conversation: Conversation | None) -> dict:
         wanted = request.GET.get("assistant")
         current = next((a for a in assistants if str(a.pk) == wanted), None) or (assistants[0] if assistants else None)
     target = (current.answer_target if current else "") or llm.default_answer_target()
+    quoting = current is not None and current.answer_mode == AnswerMode.EXTRACTIVE
     thread = selectors.thread(conversation=conversation) if conversation else []
     if request.membership.is_admin:
         selectors.attach_usage(tenant=request.tenant, answers=[a for item in thread for a in item["answers"]])
+    if quoting:  # no model answers: say so instead of naming one
+        model_label, model_note = _("Answers quote the documents (no model)"), ""
+    else:
+        model_label = llm.target_label(target, tenant=request.tenant) if target else ""
+        model_note = llm.target_note(target) if target else ""
     return {
-        "model_label": llm.target_label(target, tenant=request.tenant) if target else "",
-        "model_note": llm.target_note(target) if target else "",
+        "model_label": model_label,
+        "model_note": model_note,
         "conversation": conversation,
         "thread": thread,
         "assistants": assistants,
@@ -115,9 +122,9 @@ def ask(request):
         conversation = selectors.conversation_get(tenant=request.tenant, user=request.user,
                                                   conversation_id=request.POST["conversation_id"])
     try:
-        question, answer = services.question_ask(tenant=request.tenant, assistant=assistant,
-                                                 conversation=conversation, content=request.POST.get("message", ""),
-                                                 user=request.user)
+        question, answer = with_first_step(lambda: services.question_ask(
+            tenant=request.tenant, assistant=assistant, conversation=conversation,
+            content=request.POST.get("message", ""), user=request.user))
     except ValidationError as exc:
         response = render(request, "chat/_ask_error.html", {"error": _errors(exc)})
         response["HX-Retarget"] = "#ask-error"
@@ -150,7 +157,8 @@ def answer_stream(request, message_id):
     answer = selectors.answer_get(tenant=request.tenant, message_id=message_id, user=request.user)
     after = request.headers.get("Last-Event-ID") or request.GET.get("after") or "0"
     response = StreamingHttpResponse(
-        sse_relay(tenant=request.tenant, message_id=answer.pk, after=after, render=request.GET.get("render") == "1"),
+        sse_relay(tenant=request.tenant, message_id=answer.pk, after=after, render=request.GET.get("render") == "1",
+                  language=translation.get_language()),
         content_type="text/event-stream",
     )
     response["Cache-Control"] = "no-cache"
@@ -171,7 +179,8 @@ def answer_stop(request, message_id):
 def answer_regenerate(request, message_id):
     answer = selectors.answer_get(tenant=request.tenant, message_id=message_id, user=request.user)
     try:
-        new = services.answer_regenerate(tenant=request.tenant, answer=answer, user=request.user)
+        new = with_first_step(lambda: services.answer_regenerate(tenant=request.tenant, answer=answer,
+                                                                 user=request.user))
     except ValidationError as exc:
         return HttpResponse(_errors(exc), status=400)
     answers = list(Message.objects.filter(parent_id=answer.parent_id).order_by("version", "id"))
@@ -207,9 +216,12 @@ def assistant_list(request):
 
 
 def _assistant_form_page(request, assistant=None):
+    initial = None
+    if assistant is None:
+        # Quoting unless the platform has a real answer model (the same rule as the service's default).
+        initial = {"system_prompt": defaults.DEFAULT_SYSTEM_PROMPT, "answer_mode": services.default_answer_mode()}
     form = AssistantForm(request.POST or None, instance=assistant, tenant=request.tenant,
-                         target_choices=llm.target_choices(tenant=request.tenant),
-                         initial=None if assistant else {"system_prompt": defaults.DEFAULT_SYSTEM_PROMPT})
+                         target_choices=llm.target_choices(tenant=request.tenant), initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
             if assistant is None:

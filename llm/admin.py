@@ -51,8 +51,8 @@ class PoolAdmin(admin.ModelAdmin):
     inlines = [PoolServerInline]
     actions = ["check_now"]
     fieldsets = [
-        (None, {"fields": ["name", "kind", "dialect", "strategy", "is_local", "enabled", "models", "provider_label",
-                           "description"]}),
+        (None, {"fields": ["name", "kind", "dialect", "strategy", "is_local", "enabled", "models", "context_windows",
+                           "provider_label", "description"]}),
         (_("Queue and timeouts"), {"fields": ["queue_timeout_s", "max_queue", "max_attempts", "connect_timeout_s",
                                               "first_token_timeout_s", "idle_timeout_s"]}),
     ]

@@ -11,10 +11,12 @@ For each call the gateway:
   2. reserves quota with billing (billing.errors.QuotaExceeded propagates before anything is sent);
   3. takes a slot on a healthy server (least busy / round robin / random, with counts shared through Redis),
      waiting in a bounded queue up to the pool's queue timeout;
-  4. streams, bounded by connect / first-token / idle timeouts. A failure before the first token is noted
-     against the server (cooldown after repeated failures, at once when nothing answers) and the request moves
-     to another server (bounded attempts), then to the fallback targets; after the first token it ends the
-     stream with StreamInterrupted, the partial text already yielded;
+  4. streams, bounded by connect / first-token / idle timeouts (Ollama is asked for the model's real window
+     with options.num_ctx, llm/context.py). A server failure before the first token is noted against the server
+     (cooldown after repeated failures, at once when nothing answers) and the request moves to another server
+     (bounded attempts), then to the fallback targets; after the first token it ends the stream with
+     StreamInterrupted, the partial text already yielded. Client errors (4xx, a rejected key, a prompt too long:
+     ContextOverflow) are never noted against the server;
   5. records usage with billing (the provider's counts, or offline estimates marked estimated), or releases
      the reservation when nothing billable happened.
 
@@ -28,13 +30,14 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import redis
 from asgiref.sync import async_to_sync, sync_to_async
 
 from billing import services as billing
 from billing.types import Usage, UsageContext
-from llm import conf, registry, state
+from llm import conf, context, registry, state
 from llm.providers import Delta, Done, ProviderError, adapter_for
 from llm.providers.ollama import normalize_model
 from llm.registry import PoolSpec, ServerSpec
@@ -42,6 +45,7 @@ from llm.tokens import count_message_tokens, count_tokens
 from llm.types import (
     ChatRequest,
     ChatResult,
+    ContextOverflow,
     EmbedResult,
     ModelUnavailable,
     PolicyViolation,
@@ -170,7 +174,8 @@ async def _acquire_slot(pool: PoolSpec, model: str, exclude: set[str]) -> tuple[
         raise ModelUnavailable(f"pool '{pool.name}' is overloaded ({pool.max_queue} requests waiting)") from None
     except state.QueueTimeout:
         raise ModelUnavailable(
-            f"no free server in pool '{pool.name}' within {pool.queue_timeout_s:g}s (all busy)"
+            f"no free server in pool '{pool.name}' within {pool.queue_timeout_s:g}s: every server was busy with "
+            "other requests the whole time (none failed); try again shortly"
         ) from None
     server = next(s for s in servers if s.sid == lease.sid)
     return server, lease
@@ -218,6 +223,27 @@ def _settle_usage(reported: Usage | None, *, prompt_estimate: int, text: str) ->
 
 # --- chat -----------------------------------------------------------------------------------------------------
 
+async def _with_ollama_window(pool: PoolSpec, model: str, request: ChatRequest) -> ChatRequest:
+    """Ask Ollama for the model's real window (options.num_ctx) unless the caller chose one: without it Ollama
+    runs at its own default (2048-4096) and cuts longer prompts from the start, system prompt first."""
+    if pool.kind != "ollama" or request.params.num_ctx is not None:
+        return request
+    try:
+        window = await context.window_async(pool, model)
+    except Exception as exc:  # noqa: BLE001 - without a known window the request goes as the caller made it
+        logger.warning("llm: context window of %s/%s unknown: %s", pool.name, model, exc)
+        return request
+    if not window:
+        return request
+    return replace(request, params=replace(request.params, num_ctx=window))
+
+
+def _overflow(target: str, exc: ProviderError) -> ContextOverflow:
+    size = f" of {exc.context_window} tokens" if exc.context_window else ""
+    return ContextOverflow(f"the prompt is too long for the context window{size} of '{target}': {exc.message}",
+                           context_window=exc.context_window, prompt_tokens=exc.prompt_tokens)
+
+
 async def chat_stream(*, tenant, target: str, request: ChatRequest, usage: UsageContext,
                       fallbacks: list[str] | None = None) -> AsyncIterator[str | ChatResult]:
     """Text deltas, then one ChatResult. See the module docstring for the failure rules."""
@@ -240,6 +266,7 @@ async def chat_stream(*, tenant, target: str, request: ChatRequest, usage: Usage
             continue
         adapter = adapter_for(pool.kind)
         ignored = adapter.map_params(request.params, dialect=pool.dialect, model=model)[-1]
+        sent = await _with_ollama_window(pool, model, request)
         # Quota and the first slot are sought together (both are round trips); the quota answer comes first.
         first_slot = asyncio.ensure_future(_acquire(pool, model, set()))
         try:
@@ -270,7 +297,7 @@ async def chat_stream(*, tenant, target: str, request: ChatRequest, usage: Usage
                 parts: list[str] = []
                 ttft_ms = None
                 done: Done | None = None
-                stream = adapter.stream_chat(server, model, request, dialect=pool.dialect,
+                stream = adapter.stream_chat(server, model, sent, dialect=pool.dialect,
                                              connect_timeout=pool.connect_timeout_s)
                 events = stream.__aiter__()
                 finished = False
@@ -317,6 +344,10 @@ async def chat_stream(*, tenant, target: str, request: ChatRequest, usage: Usage
                                       latency_ms=(time.perf_counter() - started) * 1000,
                                       fallback_from=chain[0] if current != chain[0] else "", reservation=reservation)
                         raise StreamInterrupted(f"the answer was cut off: {exc.message}") from exc
+                    if exc.kind == "context":
+                        # The request's fault (no failure noted, no cooldown); another server or a fallback
+                        # would need a shorter prompt too, so the caller shrinks it and asks again.
+                        raise _overflow(current, exc) from exc
                     logger.warning("llm call failed before the first token: %s", exc.message)
                     last_error = exc.message
                     if not exc.retryable:

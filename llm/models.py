@@ -68,6 +68,11 @@ class Pool(models.Model):
                                               validators=[MinValueValidator(0.1)])
     idle_timeout_s = models.FloatField(_("idle stream timeout (s)"), default=30.0, validators=[MinValueValidator(0.1)])
     description = models.CharField(_("description"), max_length=200, blank=True)
+    context_windows = models.JSONField(
+        _("context windows"), default=dict, blank=True,
+        help_text=_('Tokens each model accepts (prompt and answer), when the servers do not say or should not be '
+                    'trusted: {"llama3.2": 8192, "*": 4096}. Wins over what the servers report.'),
+    )
     # Last field: the name shadows the `models` module inside this class body.
     models = models.JSONField(
         _("models"), default=list, blank=True,
@@ -85,6 +90,12 @@ class Pool(models.Model):
             raise ValidationError({"name": _("Names starting with 'tenant' are reserved for tenants' own providers.")})
         if not isinstance(self.models, list) or not all(isinstance(m, str) for m in self.models):
             raise ValidationError({"models": _("A list of model names.")})
+        windows = self.context_windows or {}
+        if not isinstance(windows, dict) or not all(
+                isinstance(m, str) and isinstance(n, int) and not isinstance(n, bool) and 256 <= n <= 2_097_152
+                for m, n in windows.items()):
+            raise ValidationError({"context_windows": _(
+                'An object of model name to tokens (256 to 2097152), e.g. {"llama3.2": 8192}.')})
 
 
 class PoolServer(models.Model):

@@ -52,6 +52,8 @@ class PoolSpec:
     source: str = "db"  # static | tenant | db | env
     label: str = ""  # human name for pickers and the status page
     note: str = ""  # e.g. that the tiny default model is for trying things out
+    # Per-model context windows that win over discovery: (("llama3.2", 8192), ("*", 4096)); see llm/context.py.
+    context_windows: tuple[tuple[str, int], ...] = ()
 
     @property
     def provider(self) -> str:
@@ -111,6 +113,18 @@ def unregister_pool(name: str) -> None:
 LOCAL_NOTE = "A tiny model for trying ragdesk out; connect OpenAI or Ollama for real answers."
 
 
+def _env_context_windows(pool_name: str) -> tuple[tuple[str, int], ...]:
+    """LLM_CONTEXT_WINDOWS entries ("<pool>/<model>" or "<pool>/*" = tokens) of one environment pool."""
+    from django.conf import settings
+
+    found = []
+    for target, window in (settings.LLM_CONTEXT_WINDOWS or {}).items():
+        pool, sep, model = target.partition("/")
+        if sep and pool == pool_name and model:
+            found.append((model, int(window)))
+    return tuple(found)
+
+
 def env_pools() -> dict[str, PoolSpec]:
     pools: dict[str, PoolSpec] = {}
     strategy = conf.get("LLM_POOL_STRATEGY")
@@ -131,7 +145,8 @@ def env_pools() -> dict[str, PoolSpec]:
             is_local=False, models=tuple(conf.get("OPENAI_MODELS")), source="env",
             servers=(ServerSpec(sid="env:openai:0", name=urlparse(base).hostname or base, base_url=base, api_key=key,
                                 slots=int(conf.get("OPENAI_MAX_CONCURRENCY"))),),
-            label="OpenAI" if official else "OpenAI-compatible", **timeouts,
+            label="OpenAI" if official else "OpenAI-compatible", context_windows=_env_context_windows("openai"),
+            **timeouts,
         )
     hosts = [normalize_url(h) for h in conf.get("OLLAMA_HOSTS") if h.strip()]
     if not hosts and runtime and runtime.source == "ollama" and runtime.base_url:
@@ -144,7 +159,7 @@ def env_pools() -> dict[str, PoolSpec]:
             models=(default_model,) if default_model else (),
             servers=tuple(ServerSpec(sid=f"env:ollama:{urlparse(h).netloc}", name=urlparse(h).netloc, base_url=h,
                                      slots=slots) for h in hosts),
-            **timeouts,
+            context_windows=_env_context_windows("ollama"), **timeouts,
         )
     local_url = conf.get("LOCAL_LLM_URL")
     if not local_url and runtime and runtime.source == "llamacpp":
@@ -157,7 +172,7 @@ def env_pools() -> dict[str, PoolSpec]:
             name="local", kind="openai", dialect="llamacpp", strategy=strategy, is_local=True, source="env",
             models=(conf.LOCAL_MODEL,), label=f"{conf.LOCAL_MODEL_LABEL} (llama.cpp)", note=LOCAL_NOTE,
             servers=(ServerSpec(sid="env:local:0", name="llama.cpp", base_url=base, slots=1),),
-            **timeouts,
+            context_windows=_env_context_windows("local"), **timeouts,
         )
     return pools
 
@@ -188,6 +203,7 @@ def _pool_spec_from_row(pool) -> PoolSpec:
         max_attempts=pool.max_attempts, connect_timeout_s=pool.connect_timeout_s,
         first_token_timeout_s=pool.first_token_timeout_s, idle_timeout_s=pool.idle_timeout_s,
         source="db", label=pool.description or pool.name, servers=tuple(servers),
+        context_windows=tuple((str(m), int(n)) for m, n in (pool.context_windows or {}).items()),
     )
 
 

@@ -55,6 +55,23 @@ def target_is_local(target: str) -> bool:
         return False
 
 
+def model_context_window(*, tenant, target: str) -> int | None:
+    """Tokens `target`'s model accepts (prompt plus answer), or None when unknown.
+
+    From the pool configuration's per-model override, else the servers (llama.cpp /props, Ollama /api/show,
+    an OpenAI-compatible /v1/models entry), else the OpenAI table; cached in Redis for minutes (llm/context.py).
+    An unknown or malformed target is None, not an error: the caller falls back to its own setting.
+    """
+    from llm import context
+
+    try:
+        pool_name, model = registry.split_target(target)
+        pool = registry.resolve_pool(pool_name, tenant=tenant)
+    except Exception:  # noqa: BLE001 - the answer itself will report the real routing error
+        return None
+    return context.window_sync(pool, model)
+
+
 # --- choices for pickers --------------------------------------------------------------------------------------
 
 def _pool_models(pool: PoolSpec) -> list[str]:
@@ -170,8 +187,11 @@ def pool_status() -> list[dict]:
                 snap = {"error": str(exc), "inflight": 0, "cooldown_s": 0, "models": None, "loaded": [],
                         "check_error": f"state unavailable: {exc}", "consecutive_failures": 0, "checked_at": None,
                         "ok_total": 0, "fail_total": 0, "errors": [], "latency_p50_ms": None,
-                        "ttft_p50_ms": None, "version": "", "waiting": 0}
+                        "ttft_p50_ms": None, "version": "", "waiting": 0, "check_outcome": "",
+                        "context_window": None}
             snap["state"] = _server_state(snap)
+            # Every slot taken is busy, not down: requests wait in the queue for it.
+            snap["busy"] = snap["inflight"] >= server.slots or snap["check_outcome"] == "busy"
             snap["checked_ago_s"] = round(time.time() - snap["checked_at"]) if snap.get("checked_at") else None
             for err in snap["errors"]:
                 err["ago_s"] = round(time.time() - err.get("t", time.time()))

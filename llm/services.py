@@ -8,35 +8,66 @@ import logging
 from urllib.parse import urlparse
 
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.tenancy import tenant_scope
-from llm import registry, state
+from llm import context, registry, state
 from llm.models import PoolServer, TenantProvider
 from llm.providers import ProviderError, adapter_for
 from llm.registry import PoolSpec, ServerSpec
 
 logger = logging.getLogger(__name__)
 
-PROBE_TIMEOUT_S = 5.0
+def probe_outcome(exc: Exception | None, *, inflight: int) -> str:
+    """What a failed (or passed) health check says about the server; see state.record_probe_sync.
+
+    A check that times out while the server is generating for us is "busy", not "down": a single-slot llama.cpp
+    answers nothing else until its answer is done. 429/503 say busy outright. Refusing the check (a bad key,
+    4xx) is a configuration problem, which no cooldown fixes.
+    """
+    if exc is None:
+        return state.PROBE_OK
+    if isinstance(exc, TimeoutError) or (isinstance(exc, ProviderError) and exc.kind == "timeout"):
+        return state.PROBE_BUSY if inflight else state.PROBE_FAILED
+    if not isinstance(exc, ProviderError):
+        return state.PROBE_FAILED
+    if exc.kind == "connect":
+        return state.PROBE_DOWN
+    if exc.status in (408, 409, 429, 503):
+        return state.PROBE_BUSY
+    if not exc.server_fault:
+        return state.PROBE_CLIENT
+    return state.PROBE_FAILED
 
 
-async def _probe_many(pairs: list[tuple[PoolSpec, ServerSpec]]) -> list[tuple[PoolSpec, ServerSpec, object, str]]:
+async def _probe_many(pairs: list[tuple[PoolSpec, ServerSpec]]) -> list[tuple[PoolSpec, ServerSpec, object, str,
+                                                                              str]]:
+    timeout = float(settings.LLM_PROBE_TIMEOUT_S)
+
     async def one(pool: PoolSpec, server: ServerSpec):
+        busy_before = await _inflight(server.sid)
+        failure: Exception | None = None
+        found = None
         try:
-            async with asyncio.timeout(PROBE_TIMEOUT_S + 1):
-                found = await adapter_for(pool.kind).probe(server, timeout=min(pool.connect_timeout_s + 2,
-                                                                                PROBE_TIMEOUT_S))
-            return pool, server, found, ""
+            # The adapter bounds each HTTP call; this bounds the whole check (a few calls).
+            async with asyncio.timeout(timeout * 3 + 1):
+                found = await adapter_for(pool.kind).probe(server, timeout=timeout, dialect=pool.dialect)
         except ProviderError as exc:
-            return pool, server, None, exc.message
-        except TimeoutError:
-            return pool, server, None, f"{server.name} did not answer the health check in time"
+            failure, error = exc, exc.message
+            if exc.kind == "timeout":
+                error = f"{server.name} did not answer the health check within {timeout:g}s"
+        except TimeoutError as exc:
+            failure, error = exc, f"{server.name} did not answer the health check within {timeout:g}s"
         except Exception as exc:  # noqa: BLE001 - one odd server must not stop the round
-            return pool, server, None, f"{server.name}: {type(exc).__name__}"
+            failure, error = exc, f"{server.name}: {type(exc).__name__}"
+        if failure is None:
+            return pool, server, found, "", state.PROBE_OK
+        inflight = max(busy_before, await _inflight(server.sid))
+        return pool, server, None, error, probe_outcome(failure, inflight=inflight)
 
     try:
         return await asyncio.gather(*(one(p, s) for p, s in pairs))
@@ -44,33 +75,50 @@ async def _probe_many(pairs: list[tuple[PoolSpec, ServerSpec]]) -> list[tuple[Po
         await state.close_loop_resources()
 
 
+async def _inflight(sid: str) -> int:
+    try:
+        return await state.inflight(sid)
+    except Exception:  # noqa: BLE001 - unknown counts as idle: a silent server is then a failure, as before
+        return 0
+
+
 def probe_servers(pairs: list[tuple[PoolSpec, ServerSpec]]):
+    """[(pool, server, ProbeResult | None, error, outcome)] for each pair, probed concurrently."""
     if not pairs:
         return []
     return async_to_sync(_probe_many, force_new_loop=True)(pairs)
 
 
 def health_check_all(*, pool_names: set[str] | None = None) -> list[dict]:
-    """Probe every platform server once: discover models (/api/tags, /v1/models) and what is loaded (/api/ps),
-    end cooldowns of servers that answer, start one for servers that don't. Returns one line per server."""
+    """Probe every platform server once: discover models (/api/tags, /v1/models), what is loaded (/api/ps) and
+    llama.cpp's context window (/props); end cooldowns of servers that answer, start one for servers that are
+    down; a server busy generating is left alone. Returns one line per server."""
     registry.invalidate()
     pairs = [(pool, server) for pool in registry.platform_pools() for server in pool.servers
              if pool_names is None or pool.name in pool_names]
     report = []
+    windows: dict[str, tuple[PoolSpec, list[int]]] = {}
     now = timezone.now()
-    for pool, server, found, error in probe_servers(pairs):
+    for pool, server, found, error, outcome in probe_servers(pairs):
+        n_ctx = (getattr(found, "detail", None) or {}).get("n_ctx")
         state.record_probe_sync(server.sid, models=getattr(found, "models", None),
                                 loaded=getattr(found, "loaded", None), version=getattr(found, "version", ""),
-                                error=error)
+                                error=error, outcome=outcome, n_ctx=n_ctx)
+        if n_ctx:
+            windows.setdefault(pool.name, (pool, []))[1].append(n_ctx)
         if server.sid.startswith("db:"):
-            fields = {"last_checked_at": now, "last_error": error[:500]}
+            fields = {"last_checked_at": now, "last_error": "" if outcome == state.PROBE_BUSY else error[:500]}
             if found is not None and found.models is not None:
                 fields["discovered_models"] = sorted(found.models)
             PoolServer.objects.filter(pk=int(server.sid[3:])).update(**fields)
         if error:
-            logger.warning("llm health check: %s/%s: %s", pool.name, server.name, error)
-        report.append({"pool": pool.name, "server": server.name, "error": error,
+            logger.warning("llm health check: %s/%s (%s): %s", pool.name, server.name, outcome, error)
+        report.append({"pool": pool.name, "server": server.name, "outcome": outcome,
+                       "error": "" if outcome == state.PROBE_BUSY else error,
                        "models": getattr(found, "models", None) or []})
+    for pool, found_windows in windows.values():
+        # llama.cpp's /props is the pool's window (the smallest, as a request may land on any server).
+        context.remember(pool, context.ANY_MODEL, min(found_windows))
     state.forget_cached_info()
     return report
 
@@ -117,7 +165,7 @@ def tenant_provider_delete(*, tenant, provider: TenantProvider) -> None:
 def tenant_provider_test(*, tenant, provider: TenantProvider) -> tuple[bool, str]:
     """Ask the endpoint for its models with the stored key; remember the outcome. -> (ok, message)"""
     pool = registry.tenant_pool(provider)
-    (_pool, _server, found, error), = probe_servers([(pool, pool.servers[0])])
+    (_pool, _server, found, error, outcome), = probe_servers([(pool, pool.servers[0])])
     message = error
     if not error and found is not None and found.models:
         missing = [m for m in provider.models if m not in found.models]
@@ -125,7 +173,8 @@ def tenant_provider_test(*, tenant, provider: TenantProvider) -> tuple[bool, str
             message = _("Connected, but the endpoint does not list: %(models)s") % {"models": ", ".join(missing)}
     with tenant_scope(tenant):
         TenantProvider.objects.filter(pk=provider.pk).update(last_checked_at=timezone.now(), last_error=message[:500])
-    state.record_probe_sync(pool.servers[0].sid, models=getattr(found, "models", None), loaded=None, error=error)
+    state.record_probe_sync(pool.servers[0].sid, models=getattr(found, "models", None), loaded=None, error=error,
+                            outcome=outcome)
     if error:
         return False, error
     return True, message or _("Connected.")

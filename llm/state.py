@@ -398,16 +398,29 @@ def record_failure_sync(sid: str, message: str, *, immediate: bool) -> None:
     )
 
 
+# What a health check concluded (services.probe_outcome): only "down" and "failed" count against the server.
+PROBE_OK, PROBE_BUSY, PROBE_CLIENT, PROBE_DOWN, PROBE_FAILED = "ok", "busy", "client", "down", "failed"
+
+
 def record_probe_sync(sid: str, *, models: list[str] | None, loaded: list[str] | None, version: str = "",
-                      error: str = "") -> None:
-    """Store what a health check found. A passing check ends any cooldown (the server was re-probed)."""
+                      error: str = "", outcome: str | None = None, n_ctx: int | None = None) -> None:
+    """Store what a health check found. A passing check ends any cooldown (the server was re-probed).
+
+    outcome: ok; busy (it did not answer in time while generating for us, or said it is busy: alive, nothing
+    counted); client (it refused the check itself, e.g. a wrong key: shown, never a cooldown); down (nothing
+    answered: cooldown at once); failed (counts like a failed request). Without an outcome an error means down.
+    """
+    outcome = outcome or (PROBE_DOWN if error else PROBE_OK)
     r = sync_redis()
     pipe = r.pipeline(transaction=False)
-    fields = {"checked_at": time.time(), "check_error": error[:300], "version": version}
+    fields = {"checked_at": time.time(), "check_error": "" if outcome == PROBE_BUSY else error[:300],
+              "version": version, "check_outcome": outcome}
     if models is not None:
         fields["models"] = json.dumps(sorted(set(models)))
+    if n_ctx:
+        fields["n_ctx"] = n_ctx
     pipe.hset(key("srv", sid), mapping=fields)
-    if not error:
+    if outcome == PROBE_OK:
         pipe.delete(key("cd", sid), key("fails", sid), key("cdn", sid))
         if loaded is not None:
             pipe.delete(key("ld", sid))
@@ -415,8 +428,13 @@ def record_probe_sync(sid: str, *, models: list[str] | None, loaded: list[str] |
                 pipe.sadd(key("ld", sid), *loaded)
                 pipe.expire(key("ld", sid), LOADED_TTL_S)
     pipe.execute()
-    if error:
-        record_failure_sync(sid, error, immediate=True)
+    if outcome in (PROBE_DOWN, PROBE_FAILED):
+        record_failure_sync(sid, error, immediate=outcome == PROBE_DOWN)
+
+
+async def inflight(sid: str) -> int:
+    """Live slot leases on the server (requests it is working on for this deployment)."""
+    return int(await async_redis().zcount(key("l", sid), time.time() * 1000, "+inf"))
 
 
 # --- discovery info -------------------------------------------------------------------------------------------
@@ -500,6 +518,8 @@ def server_snapshot(sid: str, *, pinned_queue: bool = True) -> dict:
         "version": info.get("version", ""),
         "checked_at": float(info["checked_at"]) if info.get("checked_at") else None,
         "check_error": info.get("check_error", ""),
+        "check_outcome": info.get("check_outcome", ""),
+        "context_window": int(info["n_ctx"]) if info.get("n_ctx") else None,
         "ok_total": int(info.get("ok_total", 0)),
         "fail_total": int(info.get("fail_total", 0)),
         "consecutive_failures": int(fails or 0),

@@ -49,6 +49,20 @@ class InvalidParams(LLMError):
         self.fields = fields or {}
 
 
+class ContextOverflow(InvalidParams):
+    """The provider refused the prompt as longer than the model's context window, before any token.
+
+    A client error: it never counts against the server's health. `context_window` is the provider's real window
+    when its message says so (e.g. llama.cpp's n_ctx), `prompt_tokens` the prompt size it counted; either may be
+    None. Callers shrink the prompt (chat.prompting.overflow_retry_window) and ask once more.
+    """
+
+    def __init__(self, message: str, *, context_window: int | None = None, prompt_tokens: int | None = None):
+        super().__init__(message, fields={"messages": message})
+        self.context_window = context_window
+        self.prompt_tokens = prompt_tokens
+
+
 # Accepted ranges, validated once here and then mapped per provider (forms and serializers may reuse them).
 PARAM_RANGES: dict[str, tuple[float, float]] = {
     "temperature": (0.0, 2.0),

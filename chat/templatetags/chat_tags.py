@@ -2,7 +2,7 @@ from django import template
 from django.utils.safestring import mark_safe
 
 from chat.rendering import render_answer
-from chat.serializers import citation_payload
+from chat.serializers import citation_payload, source_payloads
 
 register = template.Library()
 
@@ -16,3 +16,10 @@ def answer_html(answer):
 @register.simple_tag
 def answer_citations(answer):
     return [citation_payload(c) for c in answer.citations or []]
+
+
+@register.simple_tag
+def answer_sources(answer):
+    """Every chunk the answer was given, the cited ones first (each in [n] order), with `cited` and `url`."""
+    sources = source_payloads(answer)
+    return [s for s in sources if s["cited"]] + [s for s in sources if not s["cited"]]

@@ -209,6 +209,12 @@ LLM_CONNECT_TIMEOUT_S = env.float("LLM_CONNECT_TIMEOUT_S", default=3.0)
 LLM_FIRST_TOKEN_TIMEOUT_S = env.float("LLM_FIRST_TOKEN_TIMEOUT_S", default=120.0)
 LLM_IDLE_TIMEOUT_S = env.float("LLM_IDLE_TIMEOUT_S", default=30.0)
 LLM_HEALTH_INTERVAL_S = env.float("LLM_HEALTH_INTERVAL_S", default=15.0)
+LLM_PROBE_TIMEOUT_S = env.float("LLM_PROBE_TIMEOUT_S", default=2.0)  # health checks and context-window discovery
+# Per-model context windows that win over what servers say: "local/smollm2=4096,ollama/*=8192".
+LLM_CONTEXT_WINDOWS = env.dict("LLM_CONTEXT_WINDOWS", cast={"value": int}, default={})
+OLLAMA_MAX_CONTEXT = env.int("OLLAMA_MAX_CONTEXT", default=8192)  # num_ctx asked for when the Modelfile sets none
+LOCAL_LLM_CONTEXT = env.int("LOCAL_LLM_CONTEXT", default=4096)  # demo server's n_ctx (capped at the model's)
+LOCAL_LLM_THREADS = env.int("LOCAL_LLM_THREADS", default=0)  # demo server's threads; 0: one per core
 CELERY_BEAT_SCHEDULE["llm-health-check"] = {
     "task": "llm.tasks.llm_health_check", "schedule": LLM_HEALTH_INTERVAL_S,
     "options": {"queue": "maintenance", "expires": LLM_HEALTH_INTERVAL_S},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import ssl
 from dataclasses import dataclass, field
 
@@ -36,20 +37,33 @@ class ProviderError(Exception):
 
     kind: connect (nothing answered: cool down at once), http (an error status), timeout, stream (the connection
     broke or the stream ended early), config (bad key, unknown model, rejected request: another server of the same
-    pool would fail the same way).
+    pool would fail the same way), context (the prompt is longer than the model's window: a client error).
+    `server_fault` False means the request, not the server, was at fault: it never counts against the server.
     """
 
     def __init__(self, message: str, *, kind: str, status: int | None = None, retryable: bool = True,
-                 server_fault: bool = True):
+                 server_fault: bool = True, context_window: int | None = None, prompt_tokens: int | None = None):
         super().__init__(message)
         self.message = message
         self.kind = kind
         self.status = status
         self.retryable = retryable
         self.server_fault = server_fault
+        self.context_window = context_window
+        self.prompt_tokens = prompt_tokens
+
+    @classmethod
+    def context(cls, detail: str, *, server: str, status: int | None = None) -> ProviderError:
+        window, prompt = context_numbers(detail)
+        return cls(f"{server} refused the prompt as too long for the model's context window: "
+                   f"{' '.join(detail.split())[:300]}", kind="context", status=status, retryable=False,
+                   server_fault=False, context_window=window, prompt_tokens=prompt)
 
     @classmethod
     def from_status(cls, status: int, detail: str, *, server: str) -> ProviderError:
+        if 400 <= status < 600 and is_context_overflow(detail):
+            # Some servers answer an overlong prompt with a 500; the words say whose fault it is.
+            return cls.context(detail, server=server, status=status)
         detail = " ".join(detail.split())[:300]
         if status in (401, 403):
             return cls(f"{server} rejected the API key (HTTP {status})", kind="config", status=status,
@@ -64,6 +78,37 @@ class ProviderError(Exception):
             return cls(f"{server} refused the request (HTTP {status}): {detail}", kind="config", status=status,
                        retryable=False, server_fault=False)
         return cls(f"{server} failed (HTTP {status}): {detail}", kind="http", status=status)
+
+
+# How providers say "the prompt does not fit": llama-cpp-python ("Requested tokens (4787) exceed context window of
+# 4096"), OpenAI and vLLM ("maximum context length is N tokens", code context_length_exceeded), llama.cpp's server
+# and Ollama with truncate=false ("request (351 tokens) exceeds the available context size (256 tokens)",
+# exceed_context_size_error), Ollama embeddings ("input length exceeds the context length").
+_OVERFLOW = re.compile(
+    r"exceeds? (?:the )?context window|context_length_exceeded|maximum context length|exceed_context_size_error"
+    r"|exceeds? the available context size|input length exceeds (?:the )?(?:maximum )?context length"
+    r"|prompt is too long|too many tokens in the prompt", re.I)
+_WINDOW = (re.compile(r"context window of (\d+)", re.I), re.compile(r"maximum context length is (\d+)", re.I),
+           re.compile(r"available context size \((\d+) tokens?\)", re.I), re.compile(r"\\?\"n_ctx\\?\"\s*:\s*(\d+)"))
+_PROMPT = (re.compile(r"Requested tokens \((\d+)\)", re.I), re.compile(r"request \((\d+) tokens?\)", re.I),
+           re.compile(r"\\?\"n_prompt_tokens\\?\"\s*:\s*(\d+)"), re.compile(r"\((\d+) in the messages", re.I))
+
+
+def is_context_overflow(text: str) -> bool:
+    return bool(text) and _OVERFLOW.search(text) is not None
+
+
+def context_numbers(text: str) -> tuple[int | None, int | None]:
+    """(context window, prompt tokens) as far as the provider's message states them."""
+
+    def first(patterns) -> int | None:
+        for pattern in patterns:
+            match = pattern.search(text or "")
+            if match:
+                return int(match.group(1))
+        return None
+
+    return first(_WINDOW), first(_PROMPT)
 
 
 @functools.cache

@@ -16,6 +16,7 @@ from llm.providers.base import (
     ProbeResult,
     ProviderError,
     http_client,
+    is_context_overflow,
     request_timeout,
     transport_error,
 )
@@ -42,7 +43,9 @@ def map_params(params: GenerationParams, *, dialect: str = "", model: str = "") 
 
 def chat_body(model: str, request: ChatRequest, *, stream: bool = True) -> tuple[dict, list[str]]:
     options, ignored = map_params(request.params)
-    body: dict = {"model": model, "messages": request.messages, "stream": stream}
+    # truncate=false: an overlong prompt is refused (ContextOverflow) instead of silently cut from the start, which
+    # drops the system prompt. Ollama versions without the field ignore it; num_ctx is what makes those fit.
+    body: dict = {"model": model, "messages": request.messages, "stream": stream, "truncate": False}
     if options:
         body["options"] = options
     if request.json_schema is not None:
@@ -83,6 +86,8 @@ async def _ndjson(server: ServerSpec, path: str, body: dict, *, connect_timeout:
                 except ValueError as exc:
                     raise ProviderError(f"{server.name} sent a malformed stream line", kind="stream") from exc
                 if data.get("error"):
+                    if is_context_overflow(str(data["error"])):
+                        raise ProviderError.context(str(data["error"]), server=server.name)
                     raise ProviderError(f"{server.name}: {data['error']}", kind="stream")
                 yield data
                 if data.get("done"):
@@ -149,7 +154,7 @@ async def embed(server: ServerSpec, model: str, texts: list[str], *, connect_tim
     return vectors, (Usage(input_tokens=int(count)) if count is not None else None)
 
 
-async def probe(server: ServerSpec, *, timeout: float = 3.0) -> ProbeResult:
+async def probe(server: ServerSpec, *, timeout: float = 3.0, dialect: str = "") -> ProbeResult:
     client = http_client()
     t = request_timeout(timeout, read_s=timeout)
     try:

@@ -23,6 +23,7 @@ from llm.providers.base import (
     ProbeResult,
     ProviderError,
     http_client,
+    is_context_overflow,
     request_timeout,
     transport_error,
 )
@@ -75,16 +76,29 @@ def _client(server: ServerSpec, connect_timeout: float) -> openai.AsyncOpenAI:
     )
 
 
+def _error_text(body) -> str:
+    """The message of an OpenAI-style error body ({"error": {...}} or the inner object), with its code and type."""
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        body = body["error"]
+    if not isinstance(body, dict):
+        return str(body or "")
+    parts = [str(body.get(name)) for name in ("message", "code", "type") if body.get(name)]
+    return " ".join(parts) or str(body)
+
+
 def _as_provider_error(exc: Exception, *, server: ServerSpec) -> ProviderError:
     if isinstance(exc, openai.APIStatusError):
-        detail = ""
-        body = exc.body
-        if isinstance(body, dict):
-            detail = str((body.get("error") or {}).get("message") if isinstance(body.get("error"), dict) else body)
+        detail = _error_text(exc.body)
         # Never echo what the server says about a rejected key: it may quote part of the key.
         if exc.status_code in (401, 403):
             detail = ""
         return ProviderError.from_status(exc.status_code, detail or exc.__class__.__name__, server=server.name)
+    if isinstance(exc, openai.APIError) and not isinstance(exc, openai.APIConnectionError):
+        # An error event inside a 200 stream (llama.cpp, vLLM): nothing was generated yet.
+        detail = _error_text(exc.body) or exc.message
+        if is_context_overflow(detail):
+            return ProviderError.context(detail, server=server.name)
+        return ProviderError(f"{server.name}: {' '.join(detail.split())[:300]}", kind="stream")
     if isinstance(exc, openai.APITimeoutError):
         return ProviderError(f"{server.name} timed out", kind="timeout")
     if isinstance(exc, openai.APIConnectionError):
@@ -159,11 +173,61 @@ async def embed(server: ServerSpec, model: str, texts: list[str], *, connect_tim
     return vectors, usage
 
 
-async def probe(server: ServerSpec, *, timeout: float = 3.0) -> ProbeResult:
+def server_root(base_url: str) -> str:
+    """The server's root: llama.cpp serves /health and /props beside /v1."""
+    return base_url.rstrip("/").removesuffix("/v1")
+
+
+async def _get_json(url: str, *, server: ServerSpec, timeout: float) -> tuple[int, dict | None]:
+    headers = {"Authorization": f"Bearer {server.api_key}"} if server.api_key else {}
+    try:
+        response = await http_client().get(url, headers=headers, timeout=request_timeout(timeout, read_s=timeout))
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, server=server.name) from exc
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    return response.status_code, data if isinstance(data, dict) else None
+
+
+def props_context(props: dict | None) -> int | None:
+    """n_ctx from llama.cpp's /props: per slot (default_generation_settings) when it says, else the server's."""
+    if not props:
+        return None
+    for value in ((props.get("default_generation_settings") or {}).get("n_ctx"), props.get("n_ctx")):
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+async def probe(server: ServerSpec, *, timeout: float = 3.0, dialect: str = "generic") -> ProbeResult:
+    """Is the server up, what does it serve. llama.cpp: /health and /props, which answer while every slot is
+    generating (its /v1/models may wait for the model lock), then /v1/models if it answers in time."""
+    detail: dict = {}
+    if dialect == "llamacpp":
+        root = server_root(server.base_url)
+        status, _body = await _get_json(root + "/health", server=server, timeout=timeout)
+        if status == 200:
+            _status, props = await _get_json(root + "/props", server=server, timeout=timeout)
+            if (n_ctx := props_context(props)) is not None:
+                detail["n_ctx"] = n_ctx
+            try:
+                models = await _list_models(server, timeout=timeout)
+            except ProviderError as exc:
+                if exc.kind != "timeout":
+                    raise
+                models = None  # busy generating: alive (it answered /health), models unchanged
+            return ProbeResult(models=models, loaded=None, version="", detail=detail)
+        if status not in (404, 405):
+            raise ProviderError.from_status(status, "health check failed", server=server.name)
+    return ProbeResult(models=await _list_models(server, timeout=timeout), loaded=None, version="", detail=detail)
+
+
+async def _list_models(server: ServerSpec, *, timeout: float) -> list[str]:
     client = _client(server, timeout)
     try:
         page = await client.models.list(timeout=request_timeout(timeout, read_s=timeout))
-        models = [m.id for m in page.data]
+        return [m.id for m in page.data]
     except (openai.APIError, httpx.HTTPError) as exc:
         raise _as_provider_error(exc, server=server) from exc
-    return ProbeResult(models=models, loaded=None, version="")

@@ -1,6 +1,8 @@
 """The chat REST API. Answers run through eager Celery (transactional tests, so on_commit fires) and the real
 gateway against the fake Ollama; the view waits on the same Redis stream a live server relays."""
 
+import json
+
 import pytest
 
 from accounts.services import api_key_create
@@ -106,6 +108,61 @@ def test_model_down_is_503_and_the_failure_is_saved(api_a, ready, fake_llm, scop
     assert Message.objects.get(role="assistant").status == Message.Status.FAILED
 
 
+def test_model_down_with_fallback_quotes_the_documents_and_says_so(api_a, ready, fake_llm, scope_a):
+    Assistant.objects.filter(pk=ready.pk).update(answer_mode="generative_fallback")
+    fake_llm.fail("http500")
+    response = chat(api_a, ready.pk, message="What is the refund window?")
+    assert response.status_code == 201, response.content
+    answer = response.json()["answer"]
+    assert answer["answered_by"] == "extractive" and answer["status"] == "done"
+    assert "within 30 days of purchase" in answer["content"] and answer["citations"]
+    assert any("quoting the documents" in w for w in answer["warnings"])
+    assert answer["usage"]["estimated"] is False and answer["usage"]["output_tokens"] == 0
+
+
+def test_answers_carry_cited_chunks_and_every_given_chunk(api_a, ready, docs):
+    docs.add("The support office in Seoul opens at nine.", title="Office hours", page=None)
+    answer = chat(api_a, ready.pk, message="What is the refund window?").json()["answer"]
+    assert answer["answered_by"] == "generative" and answer["model"]
+    assert [c["n"] for c in answer["citations"]] == [1]
+    assert [(s["n"], s["title"], s["cited"]) for s in answer["sources"]] == [
+        (1, "Refund policy", True), (2, "Office hours", False)]
+    assert answer["sources"][0]["chunk_id"] == answer["citations"][0]["chunk_id"] == docs.hits[0].chunk_id
+    assert answer["sources"][1]["snippet"].startswith("The support office")
+    for key in ("chunk_id", "document_id", "kb_id", "title", "page", "heading", "snippet", "url"):
+        assert key in answer["sources"][1]
+    # The same on the message endpoints.
+    detail = api_a.get(f"/api/v1/messages/{answer['id']}").json()
+    assert detail["sources"] == answer["sources"] and detail["answered_by"] == "generative"
+
+
+def test_extractive_assistant_over_the_api(api_a, ready, docs, llm_calls):
+    assert api_a.patch(f"/api/v1/assistants/{ready.pk}", {"answer_mode": "extractive"},
+                       format="json").json()["answer_mode"] == "extractive"
+    answer = chat(api_a, ready.pk, message="What is the refund window?").json()["answer"]
+    assert answer["answered_by"] == "extractive" and llm_calls == []
+    assert "Refunds are possible within 30 days of purchase." in answer["content"]
+    assert answer["citations"] and answer["sources"][0]["cited"] is True
+    assert answer["usage"] == {"input_tokens": 0, "cached_input_tokens": 0, "output_tokens": 0, "estimated": False}
+
+
+def test_openai_responses_carry_citations_sources_and_answered_by(api_a, ready, docs):
+    docs.add("The support office in Seoul opens at nine.", title="Office hours")
+    body = {"model": ready.name, "messages": [{"role": "user", "content": "What is the refund window?"}]}
+    reply = api_a.post("/api/v1/openai/chat/completions", body, format="json").json()
+    assert [c["n"] for c in reply["citations"]] == [1]
+    assert [(s["title"], s["cited"]) for s in reply["sources"]] == [("Refund policy", True), ("Office hours", False)]
+    assert reply["ragdesk"]["answered_by"] == "generative"
+
+    streamed = api_a.post("/api/v1/openai/chat/completions", {**body, "stream": True}, format="json")
+    chunks = [json.loads(line[6:]) for line in b"".join(streamed).decode().split("\n")
+              if line.startswith("data: {")]
+    final = [c for c in chunks if c.get("choices") and c["choices"][0]["finish_reason"]][-1]
+    assert [c["n"] for c in final["citations"]] == [1] and len(final["sources"]) == 2
+    assert final["ragdesk"]["answered_by"] == "generative"
+    assert all("step" not in json.dumps(c.get("choices", [])) for c in chunks)  # no progress in OpenAI chunks
+
+
 def test_conversations_messages_rename_delete(api_a, api_b, ready):
     conversation_id = chat(api_a, ready.pk, message="What is the refund window?").json()["conversation_id"]
     listed = api_a.get("/api/v1/conversations").json()["results"]
@@ -146,6 +203,19 @@ def test_feedback_regenerate_and_stop(api_a, ready):
     assert api_a.post(question_url + "/regenerate").status_code == 404  # a question is not an answer
 
 
+def test_assistant_answer_mode_over_the_api(api_a, ready):
+    created = api_a.post("/api/v1/assistants", {"name": "Quoter", "answer_mode": "extractive"}, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["answer_mode"] == "extractive"
+    url = f"/api/v1/assistants/{created.json()['id']}"
+    assert api_a.patch(url, {"answer_mode": "generative_fallback"}, format="json").json()["answer_mode"] == \
+        "generative_fallback"
+    assert api_a.get(url).json()["answer_mode"] == "generative_fallback"
+    bad = api_a.patch(url, {"answer_mode": "poetry"}, format="json")
+    assert bad.status_code == 400 and "answer_mode" in bad.json()["error"]["fields"]
+    assert Assistant.objects.get(pk=created.json()["id"]).answer_mode == "generative_fallback"
+
+
 def test_assistants_crud_with_validation(api_a, tenant_a, ready, docs, openai_pool):
     created = api_a.post("/api/v1/assistants", {
         "name": "Support", "knowledge_bases": [docs.kb.pk], "temperature": 0.1, "top_k": 5,
@@ -178,6 +248,24 @@ def test_openapi_documents_the_chat_api(client):
     for path in ("/api/v1/assistants/{assistant_id}/chat", "/api/v1/conversations", "/api/v1/messages/{message_id}/feedback",
                  "/api/v1/openai/chat/completions", "/api/v1/openai/models"):
         assert path in schema
+
+
+def test_openapi_documents_sources_answer_modes_and_steps(client):
+    import yaml
+
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    components = schema["components"]["schemas"]
+    message = components["Message"]["properties"]
+    assert "sources" in message and "answered_by" in message and "citations" in message
+    source = components[message["sources"]["items"]["$ref"].rsplit("/", 1)[1]]["properties"]
+    assert {"n", "chunk_id", "title", "page", "heading", "snippet", "url", "cited"} <= set(source)
+    mode = json.dumps(components["Assistant"]["properties"]["answer_mode"])
+    enum = components[mode.split("#/components/schemas/")[1].split('"')[0]]["enum"]
+    assert set(enum) == {"extractive", "generative", "generative_fallback"}
+    stream_doc = json.dumps(schema["paths"]["/api/v1/messages/{message_id}/stream"])
+    assert "sources" in stream_doc and "writing" in stream_doc and "`step`" in stream_doc
+    openai_doc = json.dumps(schema["paths"]["/api/v1/openai/chat/completions"])
+    assert "sources" in openai_doc and "answered_by" in openai_doc
 
 
 def test_usage_pages_name_assistants_and_conversations(tenant_a):

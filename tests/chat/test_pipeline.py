@@ -266,3 +266,48 @@ def test_every_stage_is_on_the_ledger_with_the_message_id(scope_a, assistant_a, 
     assert (answer_stage.input_tokens, answer_stage.output_tokens) == (second.input_tokens, second.output_tokens)
     run(scope_a.tenant, second)  # a redelivered task for a finished answer records nothing more
     assert sum(s.calls for s in usage_for_message(tenant=scope_a.tenant, message_id=second.pk).stages) == 2
+
+
+def test_a_refusal_for_length_shrinks_the_prompt_once_and_asks_again(scope_a, assistant_a, docs, fake_llm,
+                                                                    reply, monkeypatch):
+    from chat import llm
+    from llm.types import ContextOverflow
+
+    for i in range(8):
+        docs.add(f"Refund rule {i}: " + "refunds are possible within thirty days of purchase. " * 40)
+    reply("Thirty days [1].")
+    real_stream, calls = llm.answer_stream, []
+
+    def refuse_first(**kwargs):
+        calls.append(kwargs["request"])
+        if len(calls) == 1:
+            async def refused():
+                raise ContextOverflow("Requested tokens (9000) exceed context window of 4096",
+                                      context_window=4096, prompt_tokens=9000)
+                yield  # pragma: no cover
+            return refused()
+        return real_stream(**kwargs)
+
+    monkeypatch.setattr(llm, "answer_stream", refuse_first)
+    _q, answer = ask(scope_a.tenant, assistant_a, "What is the refund window?")
+    answer = run(scope_a.tenant, answer)
+    assert answer.status == Message.Status.DONE and answer.content == "Thirty days [1]."
+    assert len(calls) == 2
+    first, second = (sum(len(m["content"]) for m in request.messages) for request in calls)
+    assert second < first
+    assert any("context window" in warning for warning in answer.warnings)
+    assert len(answer.sources) < 8
+
+
+def test_the_models_real_window_limits_what_is_sent_and_the_user_is_told(scope_a, assistant_a, docs, fake_llm,
+                                                                         reply, monkeypatch, llm_calls):
+    for i in range(8):
+        docs.add(f"Refund rule {i}: " + "refunds are possible within thirty days of purchase. " * 40)
+    reply("Thirty days [1].")
+    monkeypatch.setattr("chat.llm.context_window", lambda **kwargs: 2048)
+    _q, answer = ask(scope_a.tenant, assistant_a, "What is the refund window?")
+    answer = run(scope_a.tenant, answer)
+    request = llm_calls[-1][1]["request"]
+    assert request.params.max_tokens <= 1024
+    assert 0 < len(answer.sources) < 8
+    assert any("could not hold every source" in warning for warning in answer.warnings)

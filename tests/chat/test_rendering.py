@@ -38,3 +38,20 @@ def test_citation_chips_only_for_cited_numbers_and_not_in_code():
 
 def test_answer_without_citations_renders_plain_markdown():
     assert "cite-chip" not in render_answer("Nothing cited [1].", message_id=1, citations=[])
+
+
+def test_step_labels_for_the_pending_bubble():
+    from django.utils import translation
+
+    from chat.rendering import step_label
+
+    assert step_label({"step": "searching"}) == "Searching…"
+    assert step_label({"step": "sources", "count": 1}) == "1 source found"
+    assert step_label({"step": "sources", "count": 5}) == "5 sources found"
+    assert step_label({"step": "sources", "count": 0}) == "No relevant sources found"
+    assert step_label({"step": "writing", "mode": "extractive"}) == "Quoting the documents…"
+    assert step_label({"step": "writing", "mode": "generative"}) == "Writing…"
+    assert step_label({"step": "reranking"}) == ""  # an unknown step shows nothing rather than a wrong word
+    with translation.override("ko"):
+        assert step_label({"step": "sources", "count": 5}) == "출처 5개를 찾았습니다"
+        assert step_label({"step": "writing", "mode": "extractive"}) == "문서에서 인용하는 중…"

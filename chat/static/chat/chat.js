@@ -20,11 +20,21 @@
       source.close();
       refreshAnswer(el);
     };
+    var stepLabel = el.querySelector(".answer-progress .step-label");
+    // Progress steps (searching, N sources found, writing/quoting) show in the pending bubble until text arrives.
+    source.addEventListener("step", function (e) {
+      var data = JSON.parse(e.data);
+      if (!stepLabel || !data.label) return;
+      stepLabel.textContent = data.label;
+      stepLabel.setAttribute("data-step", data.step || "");
+    });
     source.addEventListener("html", function (e) {
       var thread = document.getElementById("thread");
       var atBottom = thread && thread.scrollHeight - thread.scrollTop - thread.clientHeight < 80;
-      body.innerHTML = JSON.parse(e.data).html;
-      el.classList.add("has-text");
+      var html = JSON.parse(e.data).html;
+      body.innerHTML = html;
+      // The text replaces the progress line; a restarted answer (empty text again) shows its steps again.
+      el.classList.toggle("has-text", !!html.trim());
       if (atBottom) thread.scrollTop = thread.scrollHeight;
     });
     source.addEventListener("done", finish);
@@ -88,7 +98,10 @@
     if (chip) {
       var source = document.getElementById(chip.getAttribute("aria-controls"));
       if (source) {
-        source.open = true;
+        // Open the source and the collapsed "N sources" list around it.
+        for (var node = source; node; node = node.parentElement) {
+          if (node.tagName === "DETAILS") node.open = true;
+        }
         source.scrollIntoView({ block: "nearest", behavior: "smooth" });
         source.querySelector("summary").focus();
       }

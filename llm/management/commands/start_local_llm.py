@@ -103,7 +103,8 @@ class Command(BaseCommand):
         if not localserver.port_free(port):
             port = localserver.free_port()
         base_url = f"http://127.0.0.1:{port}/v1"
-        command = localserver.server_command(port=port, model_path=model_path)
+        threads, n_ctx = localserver.default_threads(), localserver.default_context()
+        command = localserver.server_command(port=port, model_path=model_path, n_ctx=n_ctx, threads=threads)
         self.stdout.write(f"LLM: starting the offline demo model (SmolLM2 135M, llama.cpp) on {base_url} — "
                           "a tiny model for trying ragdesk out; set OPENAI_API_KEY or run Ollama for real answers")
         log_path = Path(settings.BASE_DIR) / "var" / "local-llm.log"
@@ -128,9 +129,13 @@ class Command(BaseCommand):
                     self.stderr.write(f"LLM: the llama.cpp server did not start (log: {log_path}). {error}")
                     conf.runtime_write(Runtime(source="none", detail="the llama.cpp server failed to start"))
                 return
-            record = Runtime(source="llamacpp", base_url=base_url, model=conf.LOCAL_MODEL, detail=localserver.DETAIL)
+            # What it announces (/props) is what it runs with: n_ctx may be capped at the model's trained context.
+            announced = (localserver.read_props(base_url) or {}).get("n_ctx") or n_ctx
+            record = Runtime(source="llamacpp", base_url=base_url, model=conf.LOCAL_MODEL,
+                             detail=localserver.detail(threads=threads, n_ctx=announced))
             conf.runtime_write(record, ttl_s=RUNTIME_TTL_S)
-            self.stdout.write(self.style.SUCCESS(f"LLM: offline demo model ready at {base_url}"))
+            self.stdout.write(self.style.SUCCESS(
+                f"LLM: offline demo model ready at {base_url} ({threads} threads, {announced}-token context)"))
             started = time.monotonic()
             last_refresh = started
             while not stopping["now"] and proc.poll() is None:
