@@ -18,7 +18,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 
 from chat import defaults
 
@@ -35,13 +35,15 @@ MIN_COVERAGE = 0.2
 # A further unit is quoted only when it scores at least this share of the best one.
 SECOND_UNIT_RATIO = 0.45
 APART_UNIT_RATIO = 0.75  # the same for a unit that is not next to one already chosen
+OWN_SCORE_RATIO = 0.1
 # A unit from another source joins only when it is nearly as good: each extra source is a citation that
 # is more often wrong than right.
 OTHER_SOURCE_RATIO = 0.9
 NEIGHBOUR_WEIGHT = 0.3
 RANK_WEIGHT = 0.25  # the score a unit of the top-ranked chunk gains over one of the fifth
 K1, B = 1.2, 0.75
-PROSE = ("sentence", "item")
+FUNCTION_BIGRAM_WEIGHT = 0.5
+PROSE = ("sentence",)
 
 LEAD = {
     "en": "From the documents:",
@@ -75,7 +77,8 @@ class Unit:
     paragraph: int = 0  # units of one paragraph are quoted together when both are chosen
     header: str = ""  # a table row's header row (quoted above it)
     terms: Counter = field(default_factory=Counter)
-    score: float = 0.0
+    own_score: float = 0.0  # how well the unit alone matches the question
+    score: float = 0.0  # with its neighbours, its source's rank and the answer type
 
 
 @dataclass
@@ -199,6 +202,24 @@ def _analyzer():
     return Analyzer(AnalyzerConfig(morphemes=False))
 
 
+@lru_cache(maxsize=256)
+def question_weights(question: str) -> dict[str, float]:
+    """The question's terms and their weights. Korean character bigrams outside content words (Kiwi's nouns,
+    verb and adjective stems...) weigh less, so the endings of "어떻게 해야 하나요" hardly match every sentence."""
+    from knowledge.search.analysis import BIGRAM_PREFIX, KOREAN_CONTENT_TAGS, _Kiwi
+
+    terms = set(_analyzer().tokens(question))
+    if not _HANGUL.search(question):
+        return dict.fromkeys(terms, 1.0)
+    content = [t.form for t in _Kiwi.get().tokenize(question) if t.tag in KOREAN_CONTENT_TAGS and len(t.form) > 1]
+    allowed = {BIGRAM_PREFIX + word[i:i + 2] for word in content for i in range(len(word) - 1)}
+    return {t: 1.0 if not t.startswith(BIGRAM_PREFIX) or t in allowed else FUNCTION_BIGRAM_WEIGHT for t in terms}
+
+
+def question_terms(question: str) -> set[str]:
+    return set(question_weights(question))
+
+
 def _answer_type_bonus(question: str, unit: Unit) -> float:
     """A small lift for units holding what the question asks for (a date, a number)."""
     if _WHEN.search(question):
@@ -211,14 +232,15 @@ def _answer_type_bonus(question: str, unit: Unit) -> float:
 def score_units(question: str, units: list[Unit]) -> float:
     """Score every unit in place (relative to the best possible match); returns the question's idf mass."""
     analyzer = _analyzer()
-    query_terms = set(analyzer.tokens(question))
+    query_terms = set(question_terms(question))
     if not units or not query_terms:
         return 0.0
     for unit in units:
         unit.terms = Counter(analyzer.tokens(f"{unit.header}\n{unit.text}" if unit.header else unit.text))
     n = len(units)
     df = Counter(term for unit in units for term in set(unit.terms) & query_terms)
-    idf = {t: math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in query_terms}
+    weights = question_weights(question)
+    idf = {t: weights[t] * math.log(1 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in query_terms}
     # A question word found in no unit still counts in the mass: missing it lowers every unit's coverage.
     mass = sum(idf.values()) or 1.0
     avg_len = sum(sum(u.terms.values()) for u in units) / n or 1.0
@@ -235,18 +257,19 @@ def score_units(question: str, units: list[Unit]) -> float:
         by_hit.setdefault(unit.hit_index, []).append(i)
     for indexes in by_hit.values():
         for pos, i in enumerate(indexes):
-            # Prose continues into the next sentence; table rows and code blocks stand alone.
+            # A sentence continues its neighbours' thought; list items, table rows and code blocks stand alone.
             neighbours = [raw[indexes[p]] for p in (pos - 1, pos + 1) if 0 <= p < len(indexes)
                           if units[i].kind in PROSE and units[indexes[p]].kind in PROSE]
             rank_prior = RANK_WEIGHT * (1 - min(units[i].hit_index, HITS_CONSIDERED) / HITS_CONSIDERED)
-            units[i].score = (raw[i] + NEIGHBOUR_WEIGHT * max(neighbours, default=0.0)
-                              + (rank_prior + _answer_type_bonus(question, units[i])) * (raw[i] > 0))
+            bonus = rank_prior + _answer_type_bonus(question, units[i]) if raw[i] > 0 else 0.0
+            units[i].own_score = raw[i]
+            units[i].score = raw[i] + NEIGHBOUR_WEIGHT * max(neighbours, default=0.0) + bonus
     return mass
 
 
 def coverage(question: str, unit: Unit) -> float:
     """Share of the question's terms (by count) that the unit or its neighbourhood holds."""
-    query_terms = set(_analyzer().tokens(question))
+    query_terms = set(question_terms(question))
     return len(query_terms & set(unit.terms)) / len(query_terms) if query_terms else 0.0
 
 
@@ -261,12 +284,14 @@ def select_units(question: str, units: list[Unit]) -> list[Unit]:
     best = ranked[0]
     chosen = [best]
     used = len(best.text)
-    query_terms = set(_analyzer().tokens(question))
+    query_terms = set(question_terms(question))
     for unit in ranked[1:]:
         if len(chosen) >= MAX_UNITS:
             break
         if unit.kind == "row" and not query_terms & set(_analyzer().tokens(unit.text)):
             continue  # another row matched only through the shared header row
+        if unit.own_score < OWN_SCORE_RATIO * best.own_score:
+            continue  # it rides on its neighbour or its source's rank, not on what it says
         adjacent = any(u.hit_index == unit.hit_index and abs(u.position - unit.position) == 1 for u in chosen)
         ratio = SECOND_UNIT_RATIO if adjacent else APART_UNIT_RATIO
         if unit.score < ratio * best.score or used + len(unit.text) > CHAR_BUDGET:

@@ -4,7 +4,7 @@ import pytest
 
 from accounts.signals import demo_tenant_ready
 from accounts.tenancy import tenant_scope
-from chat.models import Assistant
+from chat.models import AnswerMode, Assistant
 from chat.retrieval import assistant_kb_ids
 from knowledge.models import KnowledgeBase
 
@@ -32,3 +32,16 @@ def test_linked_knowledge_bases_restrict_the_search(scope_a, assistant_a):
     KnowledgeBase.objects.create(tenant=tenant, name="Two", embedding_model="m", embedding_dim=8)
     assistant_a.knowledge_bases.set([one])
     assert assistant_kb_ids(tenant=tenant, assistant=assistant_a) == [one.pk]
+
+
+def test_demo_assistant_quotes_the_documents_when_no_real_model_is_configured(tenant_a):
+    tenant = tenant_a.tenant
+    with tenant_scope(tenant):
+        demo_tenant_ready.send(sender=None, tenant=tenant, owner=tenant_a.owner)
+        assistant = Assistant.objects.get(tenant=tenant)
+        assert assistant.answer_mode == AnswerMode.EXTRACTIVE
+        # A demo seeded earlier with the old default is switched on the next refresh.
+        Assistant.objects.filter(pk=assistant.pk).update(answer_mode=AnswerMode.GENERATIVE_FALLBACK)
+        demo_tenant_ready.send(sender=None, tenant=tenant, owner=tenant_a.owner)
+        assistant.refresh_from_db()
+        assert assistant.answer_mode == AnswerMode.EXTRACTIVE

