@@ -64,6 +64,10 @@ _YEAR_OR_DATE = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b|\d+\s*(년|월|일|세�
                            r"\b(january|february|march|april|may|june|july|august|september|october|"
                            r"november|december|century)\b", re.I)
 _WHEN = re.compile(r"\b(when|what year|which year|what date|what century)\b|언제|몇\s*년|연도|년도|날짜|몇\s*세기", re.I)
+_NUMBER_WORD = re.compile(r"\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|"
+                          r"fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|"
+                          r"eighty|ninety|hundred|thousand|million|billion|dozen|half|once|twice)\b|"
+                          r"[한두세네]\s?(번|개|명|차례|가지)|다섯|여섯|일곱|여덟|아홉", re.I)
 _HOW_MANY = re.compile(r"\b(how (many|much|long|old|far|large|big|tall|high)|what (percentage|percent|number)"
                        r"|what amount)\b|몇|얼마", re.I)
 
@@ -225,7 +229,7 @@ def _answer_type_bonus(question: str, unit: Unit) -> float:
     if _WHEN.search(question):
         return 0.15 if _YEAR_OR_DATE.search(unit.text) else 0.0
     if _HOW_MANY.search(question):
-        return 0.15 if _DIGIT.search(unit.text) else 0.0
+        return 0.15 if _DIGIT.search(unit.text) or _NUMBER_WORD.search(unit.text) else 0.0
     return 0.0
 
 
@@ -285,9 +289,13 @@ def select_units(question: str, units: list[Unit]) -> list[Unit]:
     chosen = [best]
     used = len(best.text)
     query_terms = set(question_terms(question))
+    seen = {_plain(best.text)}
     for unit in ranked[1:]:
         if len(chosen) >= MAX_UNITS:
             break
+        if _plain(unit.text) in seen:
+            continue  # the same passage in a near-duplicate chunk: quoting it again adds only a citation
+        seen.add(_plain(unit.text))
         if unit.kind == "row" and not query_terms & set(_analyzer().tokens(unit.text)):
             continue  # another row matched only through the shared header row
         if unit.own_score < OWN_SCORE_RATIO * best.own_score:
@@ -301,6 +309,10 @@ def select_units(question: str, units: list[Unit]) -> list[Unit]:
         chosen.append(unit)
         used += len(unit.text)
     return chosen
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.lower().split())
 
 
 def _clip(text: str) -> str:

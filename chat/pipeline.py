@@ -223,6 +223,13 @@ class AnswerRun:
     def run(self) -> None:
         if not self.claim():
             return
+        try:
+            self._answer()
+        except Exception as exc:  # noqa: BLE001 - a bug must leave a failed answer, never one "answering" forever
+            log.exception("chat answer failed for message %s", self.message_id)
+            self._finish(status=Message.Status.FAILED, text="", failure=failure_from(exc))
+
+    def _answer(self) -> None:
         message = self.message
         conversation = message.conversation
         assistant = conversation.assistant

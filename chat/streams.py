@@ -20,6 +20,8 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 STREAM_TTL_S = 3600
+# Readers block on XREAD for up to a few seconds; redis-py's default 5 s socket timeout would cut them off.
+SOCKET_TIMEOUT_S = 30
 FINAL_KINDS = ("done", "error")
 
 
@@ -33,12 +35,12 @@ def cancel_key(message_id: int) -> str:
 
 @cache
 def client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=SOCKET_TIMEOUT_S)
 
 
 def async_client() -> aioredis.Redis:
     """A client for the running event loop (asyncio clients can't be shared across loops); close it after use."""
-    return aioredis.Redis.from_url(settings.REDIS_URL)
+    return aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=SOCKET_TIMEOUT_S)
 
 
 def _fields(kind: str, data: dict | None) -> dict:

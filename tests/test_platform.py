@@ -79,3 +79,14 @@ def test_static_assets_are_served_by_the_app(client):
     response = client.get("/static/vendor/htmx.min.js")
     assert response.status_code == 200
     assert b"htmx" in b"".join(response.streaming_content if response.streaming else [response.content])
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/docs/"])
+def test_api_docs_pages_load_their_assets_from_this_server(client, path):
+    import re
+
+    response = client.get(path)
+    body = response.content.decode()
+    assert response.status_code == 200 and "static/drf_spectacular_sidecar" in body
+    assert not re.search(r"""(src|href)=["']https?://""", body) and "jsdelivr" not in body

@@ -11,3 +11,18 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed: h
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=["sf2XT6L9Jz9v3ZXEl_C7lL0hN-WKGK7Sgoirt3a9_Cg="])
 MEDIA_ROOT = BASE_DIR / "var" / "test-media"  # noqa: F405
+
+
+def _redis_db(url: str, db: int) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+# Tests keep their Redis keys (answer streams, pool state, broker queues) apart from an app running on the same
+# Redis: message ids of the test database would otherwise collide with the app's.
+REDIS_URL = _redis_db(REDIS_URL, env.int("TEST_REDIS_DB", default=15))  # noqa: F405
+CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
+if not env("CELERY_BROKER_URL", default=""):
+    CELERY_BROKER_URL = REDIS_URL

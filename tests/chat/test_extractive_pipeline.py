@@ -97,3 +97,17 @@ def test_new_assistants_quote_unless_a_real_model_is_configured(scope_a, setting
     assert plain.answer_mode == AnswerMode.EXTRACTIVE
     named = services.assistant_create(tenant=scope_a.tenant, name="Named", answer_target="ollama/qwen3")
     assert named.answer_mode == AnswerMode.GENERATIVE_FALLBACK
+
+
+def test_an_unexpected_error_fails_the_answer_instead_of_leaving_it_running(scope_a, quoting, docs, monkeypatch):
+    docs.add("Refunds are possible within 30 days of purchase.")
+
+    def broken(**kwargs):
+        raise ImportError("No module named 'something'")
+
+    monkeypatch.setattr(extractive, "extractive_answer", broken)
+    _q, answer = ask(scope_a.tenant, quoting, "What is the refund window?")
+    answer = run(scope_a.tenant, answer)
+    assert answer.status == Message.Status.FAILED and answer.error_code == "internal_error"
+    _id, kind, data = streams.history(answer.pk)[-1]
+    assert kind == "error" and data["status"] == 500

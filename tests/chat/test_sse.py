@@ -114,3 +114,21 @@ def test_answer_whose_worker_died_fails_instead_of_hanging(client_a, scope_a, as
     answer.refresh_from_db()
     assert answer.status == Message.Status.FAILED and answer.content == "half"  # what was shown is kept
     assert run._save(content="late write") is False  # a worker that was only slow can't overwrite it
+
+
+def test_stream_clients_outlast_the_longest_blocking_read():
+    """An idle reader blocks on XREAD for IDLE_BLOCK_MS; a socket timeout at or below it crashed the relay."""
+    import asyncio
+
+    from chat.sse import IDLE_BLOCK_MS
+
+    sync_timeout = streams.client().connection_pool.connection_kwargs["socket_timeout"]
+
+    async def async_timeout():
+        redis_client = streams.async_client()
+        try:
+            return redis_client.connection_pool.connection_kwargs["socket_timeout"]
+        finally:
+            await redis_client.aclose()
+
+    assert min(sync_timeout, asyncio.run(async_timeout())) > IDLE_BLOCK_MS / 1000
