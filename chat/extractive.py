@@ -127,6 +127,15 @@ def _is_table_block(lines: list[str]) -> bool:
     return width >= 2 and all(_cells(line) == width for line in lines)
 
 
+def _is_plain_heading(line: str, following: str) -> bool:
+    """A plain-text heading: a short line without final punctuation over a clearly longer line ("Tickets" over
+    "An adult ticket costs..."), where a wrapped paragraph's lines are all about as long."""
+    line = line.strip()
+    return (0 < len(line) <= 60 and bool(following.strip()) and not _LIST_ITEM.match(line)
+            and not line.endswith((".", ",", ";", ":", "!", "?", "…", "-", ")", "다", "요"))
+            and len(line) < 0.6 * len(following.strip()))
+
+
 def _blocks(text: str) -> list[tuple[str, list[str]]]:
     """The chunk as (kind, lines) blocks: code fences, tables, list items, headings, paragraphs."""
     lines = text.split("\n")
@@ -153,7 +162,7 @@ def _blocks(text: str) -> list[tuple[str, list[str]]]:
                 blocks.append(("table", lines[i:j]))
                 i = j
                 continue
-        if _HEADING.match(line):
+        if _HEADING.match(line) or _is_plain_heading(line, lines[i + 1] if i + 1 < len(lines) else ""):
             blocks.append(("heading", [line]))
             i += 1
             continue
@@ -212,7 +221,7 @@ def question_weights(question: str) -> dict[str, float]:
     verb and adjective stems...) weigh less, so the endings of "어떻게 해야 하나요" hardly match every sentence."""
     from knowledge.search.analysis import BIGRAM_PREFIX, KOREAN_CONTENT_TAGS, _Kiwi
 
-    terms = set(_analyzer().tokens(question))
+    terms = set(_analyzer().tokens(question)) - QUESTION_WORDS
     if not _HANGUL.search(question):
         return dict.fromkeys(terms, 1.0)
     content = [t.form for t in _Kiwi.get().tokenize(question) if t.tag in KOREAN_CONTENT_TAGS and len(t.form) > 1]
@@ -222,6 +231,13 @@ def question_weights(question: str) -> dict[str, float]:
 
 def question_terms(question: str) -> set[str]:
     return set(question_weights(question))
+
+
+# Words that ask rather than say: they match headers like "what_is_indexed", never an answer.
+QUESTION_WORDS = frozenset(
+    ["what", "which", "who", "whom", "whose", "when", "where", "whi", "why", "how", "do", "doe", "did", "can", "could",
+     "would", "should", "shall", "may", "might", "must"]
+    + ["\u2082" + b for b in ("무엇", "어디", "언제", "누구", "어떻", "떻게", "얼마", "어느", "무슨", "엇인", "인가", "가요", "나요")])
 
 
 def _answer_type_bonus(question: str, unit: Unit) -> float:
@@ -272,9 +288,12 @@ def score_units(question: str, units: list[Unit]) -> float:
 
 
 def coverage(question: str, unit: Unit) -> float:
-    """Share of the question's terms (by count) that the unit or its neighbourhood holds."""
-    query_terms = set(question_terms(question))
-    return len(query_terms & set(unit.terms)) / len(query_terms) if query_terms else 0.0
+    """Share of the question's term weight that the unit's own text holds (a table row's header not included:
+    every row has it)."""
+    weights = question_weights(question)
+    own = set(_analyzer().tokens(unit.text)) if unit.header else set(unit.terms)
+    total = sum(weights.values())
+    return sum(w for t, w in weights.items() if t in own) / total if total else 0.0
 
 
 # ------------------------------------------------------------------ choosing and quoting
@@ -300,7 +319,8 @@ def select_units(question: str, units: list[Unit]) -> list[Unit]:
             continue  # another row matched only through the shared header row
         if unit.own_score < OWN_SCORE_RATIO * best.own_score:
             continue  # it rides on its neighbour or its source's rank, not on what it says
-        adjacent = any(u.hit_index == unit.hit_index and abs(u.position - unit.position) == 1 for u in chosen)
+        adjacent = unit.kind in PROSE and any(
+            u.hit_index == unit.hit_index and abs(u.position - unit.position) == 1 and u.kind in PROSE for u in chosen)
         ratio = SECOND_UNIT_RATIO if adjacent else APART_UNIT_RATIO
         if unit.score < ratio * best.score or used + len(unit.text) > CHAR_BUDGET:
             continue

@@ -90,3 +90,9 @@ def test_api_docs_pages_load_their_assets_from_this_server(client, path):
     body = response.content.decode()
     assert response.status_code == 200 and "static/drf_spectacular_sidecar" in body
     assert not re.search(r"""(src|href)=["']https?://""", body) and "jsdelivr" not in body
+
+
+@pytest.mark.django_db
+def test_favicon_is_served_by_the_app(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"].endswith("favicon.svg")

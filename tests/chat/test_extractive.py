@@ -108,3 +108,12 @@ def test_code_block_is_quoted_whole_with_the_citation_outside_the_fence():
     answer = extractive_answer(question="How do I install ragdesk with pip?", hits=hits)
     assert "> ```sh\n> pip install ragdesk\n> ragdesk migrate\n> ```" in answer.text
     assert answer.text.endswith("> [1]")
+
+
+def test_plain_text_headings_are_not_glued_to_the_next_sentence():
+    text = "Opening hours\nThe orchard opens at 9 am and closes at 6 pm every day except Monday.\n"
+    assert texts(split_units(text)) == [
+        ("sentence", "The orchard opens at 9 am and closes at 6 pm every day except Monday.")]
+    wrapped = ("The orchard opens at 9 am and closes at 6 pm every day except\nMonday, when the staff prune "
+               "the trees.")
+    assert len(split_units(wrapped)) == 1
