@@ -1,19 +1,20 @@
 """Extractive answers: the passages of the retrieved chunks that answer the question, quoted verbatim.
 
-No language model is involved, so the answer can never say something the documents don't. Each retrieved
-chunk is cut into units a reader can take on their own: sentences (Kiwi's splitter for Korean, sentencex for
-other languages), list items, a table row together with its header row, a whole code block. Units are
-scored against the question with BM25 over the search analyser's terms (stems, Korean morphemes and
-character bigrams), so the words that found the chunk also pick the sentence; the idf comes from the
-retrieved units themselves, which is what separates the sentences of these chunks from each other. A unit
-also gains from its neighbours (the answer often sits in the sentence after the one naming the subject), from
-its chunk's search rank, and when it holds the kind of thing the question asks for (a number for "how many",
-a date for "when"). The best units fill a small character budget and are quoted grouped by source, each with
-its citation number.
+No language model writes anything, so the answer can never say something the documents don't. Each retrieved
+chunk is cut into units a reader can take on their own: sentences (sentencex; Kiwi's splitter for Korean
+stretches without punctuation), list items, a table row together with its header row, a whole code block.
+Units are scored against the question with BM25 over the search analyser's terms (stems, Korean character
+bigrams) with idf from the retrieved units themselves, which is what tells the sentences of these chunks apart;
+plus the question's word pairs found together (the sentence a question paraphrases), and, when the knowledge
+base's embedding model runs in-process, the dense similarity of question and unit. A unit also gains from its
+neighbours (the answer often sits in the sentence after the one naming the subject), from its chunk's search
+rank, and when it holds what the question asks for (a number for "how many", a date for "when"). The best
+units fill a small character budget and are quoted grouped by source, each with its citation number.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections import Counter
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from functools import cache, lru_cache
 
 from chat import defaults
+
+log = logging.getLogger(__name__)
 
 # Quotes stop growing past this many characters (the first unit is always quoted whole).
 CHAR_BUDGET = 380
@@ -43,6 +46,9 @@ NEIGHBOUR_WEIGHT = 0.3
 RANK_WEIGHT = 0.25  # the score a unit of the top-ranked chunk gains over one of the fifth
 K1, B = 1.2, 0.75
 FUNCTION_BIGRAM_WEIGHT = 0.5
+PHRASE_WEIGHT = 0.2
+DENSE_WEIGHT = 0.3
+DENSE_CANDIDATES = 16
 PROSE = ("sentence",)
 
 LEAD = {
@@ -249,8 +255,9 @@ def _answer_type_bonus(question: str, unit: Unit) -> float:
     return 0.0
 
 
-def score_units(question: str, units: list[Unit]) -> float:
-    """Score every unit in place (relative to the best possible match); returns the question's idf mass."""
+def score_units(question: str, units: list[Unit], *, similarity=None) -> float:
+    """Score every unit in place (relative to the best possible match); returns the question's idf mass.
+    `similarity(question, texts)`: optional cosine similarities of the question to each text (a dense model)."""
     analyzer = _analyzer()
     query_terms = set(question_terms(question))
     if not units or not query_terms:
@@ -264,6 +271,7 @@ def score_units(question: str, units: list[Unit]) -> float:
     # A question word found in no unit still counts in the mass: missing it lowers every unit's coverage.
     mass = sum(idf.values()) or 1.0
     avg_len = sum(sum(u.terms.values()) for u in units) / n or 1.0
+    question_pairs = _pairs(question)
     raw = []
     for unit in units:
         length = sum(unit.terms.values())
@@ -271,7 +279,26 @@ def score_units(question: str, units: list[Unit]) -> float:
         for term in query_terms & set(unit.terms):
             tf = unit.terms[term]
             score += idf[term] * tf * (K1 + 1) / (tf + K1 * (1 - B + B * length / avg_len))
-        raw.append(score / ((K1 + 1) * mass))  # 1.0 = every question term, once, in an average-length unit
+        score /= (K1 + 1) * mass  # 1.0 = every question term, once, in an average-length unit
+        if question_pairs and score:
+            # Word pairs of the question found together in the unit: the sentence the question paraphrases.
+            score += PHRASE_WEIGHT * len(question_pairs & _pairs(unit.text)) / len(question_pairs)
+        raw.append(score)
+    # Only the best lexical candidates are embedded: that bounds the time whatever the chunks' size.
+    matching = sorted((i for i, r in enumerate(raw) if r > 0), key=lambda i: -raw[i])[:int(DENSE_CANDIDATES)]
+    if similarity is not None and matching:
+        # Meaning, beside the words: only for units that share a word with the question (fewer to embed).
+        try:
+            cosines = similarity(question, [units[i].text for i in matching])
+        except Exception:  # noqa: BLE001 - the embedding model failed: words alone still answer
+            log.warning("sentence similarity failed; quoting by words alone", exc_info=True)
+            cosines = [0.0] * len(matching)
+        cosines = [max(0.0, float(c)) for c in cosines]
+        floor = min(cosines, default=0.0)  # a unit not embedded is taken as no closer than the least of those
+        by_index = dict(zip(matching, cosines, strict=True))
+        for i, r in enumerate(raw):
+            if r > 0:
+                raw[i] += DENSE_WEIGHT * by_index.get(i, floor)
     by_hit: dict[int, list[int]] = {}
     for i, unit in enumerate(units):
         by_hit.setdefault(unit.hit_index, []).append(i)
@@ -287,6 +314,14 @@ def score_units(question: str, units: list[Unit]) -> float:
     return mass
 
 
+def _pairs(text: str) -> set[tuple[str, str]]:
+    """Adjacent pairs of (non-Korean) terms; Korean bigrams already carry their own adjacency."""
+    from knowledge.search.analysis import BIGRAM_PREFIX
+
+    words = [t for t in _analyzer().tokens(text) if not t.startswith(BIGRAM_PREFIX) and t not in QUESTION_WORDS]
+    return set(zip(words, words[1:], strict=False))
+
+
 def coverage(question: str, unit: Unit) -> float:
     """Share of the question's term weight that the unit's own text holds (a table row's header not included:
     every row has it)."""
@@ -298,9 +333,9 @@ def coverage(question: str, unit: Unit) -> float:
 
 # ------------------------------------------------------------------ choosing and quoting
 
-def select_units(question: str, units: list[Unit]) -> list[Unit]:
+def select_units(question: str, units: list[Unit], *, similarity=None) -> list[Unit]:
     """The best unit, plus the next best ones that fit the budget and score close enough."""
-    score_units(question, units)
+    score_units(question, units, similarity=similarity)
     ranked = sorted((u for u in units if u.score > 0), key=lambda u: (-u.score, u.hit_index, u.position))
     if not ranked or coverage(question, ranked[0]) < MIN_COVERAGE:
         return []
@@ -383,13 +418,13 @@ def _as_table_line(line: str) -> str:
     return line
 
 
-def extractive_answer(*, question: str, hits: list) -> ExtractiveAnswer:
+def extractive_answer(*, question: str, hits: list, similarity=None) -> ExtractiveAnswer:
     """Quote the passages of `hits` (ranked search hits, numbered [1..n]) that answer `question`."""
     language = defaults.language_of(question)
     units: list[Unit] = []
     for index, hit in enumerate(hits[:HITS_CONSIDERED]):
         units += split_units(hit.text, hit_index=index)
-    chosen = select_units(question, units)
+    chosen = select_units(question, units, similarity=similarity)
     if not chosen:
         return ExtractiveAnswer(text=NOT_FOUND[language], cited=[], found=False)
     by_hit: dict[int, list[Unit]] = {}

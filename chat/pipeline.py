@@ -348,7 +348,8 @@ class AnswerRun:
         streams.publish(message.pk, "step", {"step": "sources", "count": len(given)})
         streams.publish(message.pk, "step", {"step": "writing", "mode": "extractive"})
         t0 = time.monotonic()
-        answer = extractive.extractive_answer(question=standalone or question, hits=given)
+        answer = extractive.extractive_answer(question=standalone or question, hits=given,
+                                              similarity=retrieval.sentence_similarity(hits=given))
         timings["answer_ms"] = round((time.monotonic() - t0) * 1000, 2)
         self._save(standalone_question=standalone, warnings=warnings, context_chunk_ids=[h.chunk_id for h in given],
                    sources=build_sources(given), target="")

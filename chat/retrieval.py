@@ -43,3 +43,30 @@ def relevant_hits(hits: list, *, min_dense_score=None) -> list:
         hit for hit in hits
         if hit.bm25_rank is not None or hit.dense_score is None or hit.dense_score >= floor
     ]
+
+
+def sentence_similarity(*, hits: list):
+    """A dense similarity for extractive answers: the question against candidate passages, with the embedding
+    model of the best hit's knowledge base, when that model runs in-process (a paid embedding API is never
+    called per answer). None: quote by words alone."""
+    import numpy as np
+
+    from knowledge.embeddings import SentenceTransformerEmbedder, UseEmbedder, get_embedder
+
+    if not hits:
+        return None
+    model = KnowledgeBase.objects.filter(pk=hits[0].kb_id).values_list("embedding_model", flat=True).first()
+    try:
+        embedder = get_embedder(model) if model else None
+    except Exception:  # noqa: BLE001 - an unknown or unloadable model: quote by words alone
+        return None
+    if not isinstance(embedder, UseEmbedder | SentenceTransformerEmbedder):
+        return None
+
+    def similarity(question: str, texts: list[str]):
+        vectors = np.asarray(embedder.embed_documents(texts), dtype=np.float32)
+        query = np.asarray(embedder.embed_query(question), dtype=np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+        return vectors @ (query / max(float(np.linalg.norm(query)), 1e-9))
+
+    return similarity

@@ -117,3 +117,26 @@ def test_plain_text_headings_are_not_glued_to_the_next_sentence():
     wrapped = ("The orchard opens at 9 am and closes at 6 pm every day except\nMonday, when the staff prune "
                "the trees.")
     assert len(split_units(wrapped)) == 1
+
+
+def test_dense_similarity_picks_between_sentences_that_share_the_same_words():
+    source = "The museum ticket price is listed at the door. The museum ticket costs twelve euros for adults."
+    question = "What does a museum ticket cost?"
+
+    def prefers_euros(question, texts):
+        return [0.9 if "euros" in text else 0.1 for text in texts]
+
+    assert "twelve euros" in extractive_answer(question=question, hits=[Hit(source)], similarity=prefers_euros).text
+
+    def broken(question, texts):
+        raise RuntimeError("model crashed")
+
+    assert extractive_answer(question=question, hits=[Hit(source)], similarity=broken).found
+
+
+def test_word_pairs_of_the_question_point_at_the_sentence_it_paraphrases():
+    source = ("Newton was picked first in the 2011 draft. "
+              "Von Miller was the second pick in the 2011 NFL draft, after Newton.")
+    answer = extractive_answer(question="Who was the second pick in the 2011 NFL draft?", hits=[Hit(source)])
+    first_quote = answer.text.split("\n\n")[1]
+    assert "Von Miller" in first_quote
