@@ -26,7 +26,7 @@ from chat import defaults
 log = logging.getLogger(__name__)
 
 # Quotes stop growing past this many characters (the first unit is always quoted whole).
-CHAR_BUDGET = 380
+CHAR_BUDGET = 420
 MAX_UNITS = 3
 MAX_UNIT_CHARS = 1200  # a unit longer than this (a huge table row or code block) is cut at a sentence end
 HITS_CONSIDERED = 5
@@ -257,7 +257,8 @@ def _answer_type_bonus(question: str, unit: Unit) -> float:
 
 def score_units(question: str, units: list[Unit], *, similarity=None) -> float:
     """Score every unit in place (relative to the best possible match); returns the question's idf mass.
-    `similarity(question, texts)`: optional cosine similarities of the question to each text (a dense model)."""
+    `similarity(question, texts)`: optional cosine similarities of the question to each text, or to the first
+    (best) of them only (a dense model)."""
     analyzer = _analyzer()
     query_terms = set(question_terms(question))
     if not units or not query_terms:
@@ -293,9 +294,9 @@ def score_units(question: str, units: list[Unit], *, similarity=None) -> float:
         except Exception:  # noqa: BLE001 - the embedding model failed: words alone still answer
             log.warning("sentence similarity failed; quoting by words alone", exc_info=True)
             cosines = [0.0] * len(matching)
-        cosines = [max(0.0, float(c)) for c in cosines]
+        cosines = [max(0.0, float(c)) for c in cosines]  # may cover only the first (best) texts: a slower model
         floor = min(cosines, default=0.0)  # a unit not embedded is taken as no closer than the least of those
-        by_index = dict(zip(matching, cosines, strict=True))
+        by_index = dict(zip(matching, cosines, strict=False))
         for i, r in enumerate(raw):
             if r > 0:
                 raw[i] += DENSE_WEIGHT * by_index.get(i, floor)

@@ -45,6 +45,9 @@ def relevant_hits(hits: list, *, min_dense_score=None) -> list:
     ]
 
 
+TRANSFORMER_SENTENCES = 4
+
+
 def sentence_similarity(*, hits: list):
     """A dense similarity for extractive answers: the question against candidate passages, with the embedding
     model of the best hit's knowledge base, when that model runs in-process (a paid embedding API is never
@@ -62,10 +65,15 @@ def sentence_similarity(*, hits: list):
         return None
     if not isinstance(embedder, UseEmbedder | SentenceTransformerEmbedder):
         return None
+    # A transformer on one CPU thread embeds ~4 sentences in 50 ms; USE (numpy) the 16 candidates in 25 ms.
+    limit = TRANSFORMER_SENTENCES if isinstance(embedder, SentenceTransformerEmbedder) else None
 
     def similarity(question: str, texts: list[str]):
+        texts = texts[:limit]
+        from knowledge.search.dense import embed_query
+
         vectors = np.asarray(embedder.embed_documents(texts), dtype=np.float32)
-        query = np.asarray(embedder.embed_query(question), dtype=np.float32)
+        query = embed_query(tenant=None, model=model, text=question)  # search embedded it already: memoised
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
         return vectors @ (query / max(float(np.linalg.norm(query)), 1e-9))
 

@@ -124,10 +124,12 @@ class SentenceTransformerEmbedder(Embedder):
 
     def embed_documents(self, texts, *, tenant=None, usage=None):
         texts = [self._passage_prefix + t for t in texts]
-        return self._model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+        return self._model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True,
+                                  show_progress_bar=False)  # it defaults to on at INFO logging: noise in logs
 
     def embed_query(self, text, *, tenant=None, usage=None):
-        return self._model.encode([self._query_prefix + text], normalize_embeddings=True, convert_to_numpy=True)[0]
+        return self._model.encode([self._query_prefix + text], normalize_embeddings=True, convert_to_numpy=True,
+                                  show_progress_bar=False)[0]
 
 
 def _require_payer(embedder: Embedder, tenant, usage) -> None:

@@ -140,3 +140,13 @@ def test_word_pairs_of_the_question_point_at_the_sentence_it_paraphrases():
     answer = extractive_answer(question="Who was the second pick in the 2011 NFL draft?", hits=[Hit(source)])
     first_quote = answer.text.split("\n\n")[1]
     assert "Von Miller" in first_quote
+
+
+def test_similarity_may_score_only_the_best_candidates():
+    source = "The museum ticket price is listed at the door. The museum ticket costs twelve euros for adults."
+
+    def first_only(question, texts):
+        return [0.9] if texts else []
+
+    answer = extractive_answer(question="What does a museum ticket cost?", hits=[Hit(source)], similarity=first_only)
+    assert answer.found and answer.cited == [1]
