@@ -87,7 +87,7 @@ class Unit:
     paragraph: int = 0  # units of one paragraph are quoted together when both are chosen
     header: str = ""  # a table row's header row (quoted above it)
     terms: Counter = field(default_factory=Counter)
-    own_score: float = 0.0  # how well the unit alone matches the question
+    own_score: float = 0.0  # how well the unit's own words match the question
     score: float = 0.0  # with its neighbours, its source's rank and the answer type
 
 
@@ -285,6 +285,7 @@ def score_units(question: str, units: list[Unit], *, similarity=None) -> float:
             # Word pairs of the question found together in the unit: the sentence the question paraphrases.
             score += PHRASE_WEIGHT * len(question_pairs & _pairs(unit.text)) / len(question_pairs)
         raw.append(score)
+    lexical = list(raw)
     # Only the best lexical candidates are embedded: that bounds the time whatever the chunks' size.
     matching = sorted((i for i, r in enumerate(raw) if r > 0), key=lambda i: -raw[i])[:int(DENSE_CANDIDATES)]
     if similarity is not None and matching:
@@ -310,7 +311,7 @@ def score_units(question: str, units: list[Unit], *, similarity=None) -> float:
                           if units[i].kind in PROSE and units[indexes[p]].kind in PROSE]
             rank_prior = RANK_WEIGHT * (1 - min(units[i].hit_index, HITS_CONSIDERED) / HITS_CONSIDERED)
             bonus = rank_prior + _answer_type_bonus(question, units[i]) if raw[i] > 0 else 0.0
-            units[i].own_score = raw[i]
+            units[i].own_score = lexical[i]
             units[i].score = raw[i] + NEIGHBOUR_WEIGHT * max(neighbours, default=0.0) + bonus
     return mass
 
@@ -360,6 +361,8 @@ def select_units(question: str, units: list[Unit], *, similarity=None) -> list[U
         ratio = SECOND_UNIT_RATIO if adjacent else APART_UNIT_RATIO
         if unit.score < ratio * best.score or used + len(unit.text) > CHAR_BUDGET:
             continue
+        if unit.kind not in PROSE and unit.own_score < ratio * best.own_score:
+            continue  # a list item, row or code block stands alone: it must match by its own words
         if unit.hit_index != best.hit_index and unit.score < OTHER_SOURCE_RATIO * best.score:
             continue
         chosen.append(unit)

@@ -150,3 +150,18 @@ def test_similarity_may_score_only_the_best_candidates():
 
     answer = extractive_answer(question="What does a museum ticket cost?", hits=[Hit(source)], similarity=first_only)
     assert answer.found and answer.cited == [1]
+
+
+def test_a_neighbouring_list_item_is_not_quoted_for_sharing_a_topic_word():
+    text = ("1. Documents stay queued for long\nCheck that the Celery worker is running; a watchdog re-queues "
+            "documents every 15 seconds.\n\n2. Documents are missing from search results\nCheck that the "
+            "document status is ready before searching documents.\n")
+    answer = extractive_answer(question="What should I do when documents stay queued for long?", hits=[Hit(text)])
+    assert "watchdog" in answer.text and "missing from search" not in answer.text
+
+
+def test_close_matches_in_different_list_items_are_both_quoted():
+    text = ("- The Basic plan costs 10 euros a month.\n- The Team plan costs 30 euros a month.\n"
+            "- Support is by email.\n")
+    answer = extractive_answer(question="How much does the plan cost per month?", hits=[Hit(text)])
+    assert "Basic plan costs 10 euros" in answer.text and "Team plan costs 30 euros" in answer.text
