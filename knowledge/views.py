@@ -160,7 +160,8 @@ def _kb_upload_checked(request, kb, limiter):
         "ok": True, "duplicate": not created, "document_id": document.pk, "title": document.title,
         "status": document.status,
         "url": reverse("knowledge:document-detail", kwargs={"document_id": document.pk}),
-        "message": _("Queued for indexing.") if created else
+        # The row stays as the upload left it; the documents list below shows the live indexing status.
+        "message": _("Uploaded; its indexing progress shows in the documents list.") if created else
         _("Already in this knowledge base as “%(title)s”; not indexed again.") % {"title": document.title},
     }
     return JsonResponse(body, status=201 if created else 200)
