@@ -4,7 +4,6 @@ still cooled down and failed over from. The same cases on the real model: test_p
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
@@ -17,6 +16,7 @@ from llm import gateway, registry, services, state
 from llm.providers import ProviderError
 from llm.types import ChatRequest, ContextOverflow, GenerationParams, ModelUnavailable
 from tests.support.ollama_fake import FakeOllamaProcess
+from tests.support.threads import in_background
 
 ANY = Tenant(name="any", slug="any", data_policy="any")
 
@@ -30,21 +30,6 @@ def ask(target: str, text: str = "hello there", **params):
 
 def snapshot(pool: str, index: int = 0) -> dict:
     return state.server_snapshot(registry.resolve_pool(pool).servers[index].sid)
-
-
-def in_background(fn):
-    """Run fn in a thread; returns (thread, box) where box gets "result" or "error"."""
-    box: dict = {}
-
-    def run():
-        try:
-            box["result"] = fn()
-        except Exception as exc:  # noqa: BLE001 - handed to the test
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, box
 
 
 def wait_until(check, timeout: float = 5.0) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import threading
 import time
 import uuid
 
@@ -19,6 +18,7 @@ from llm import context, gateway, registry, selectors, services, state
 from llm.localserver import read_props
 from llm.registry import PoolSpec, ServerSpec
 from llm.types import ChatRequest, ContextOverflow, GenerationParams
+from tests.support.threads import in_background
 
 pytestmark = [
     pytest.mark.integration,
@@ -34,20 +34,6 @@ def ask(target: str, text: str = "Say hi.", *, max_tokens: int = 4):
                              request=ChatRequest(messages=[{"role": "user", "content": text}],
                                                  params=GenerationParams(max_tokens=max_tokens, temperature=0)),
                              usage=UsageContext(stage="answer", idempotency_key=uuid.uuid4().hex))
-
-
-def in_background(fn):
-    box: dict = {}
-
-    def run():
-        try:
-            box["result"] = fn()
-        except Exception as exc:  # noqa: BLE001 - handed to the test
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, box
 
 
 def wait_for_lease(sid: str, timeout: float = 10.0) -> None:
