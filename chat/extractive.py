@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import cache, lru_cache
 
 from chat import defaults
+from knowledge.search.analysis import BIGRAM_PREFIX, KOREAN_CONTENT_TAGS, Analyzer, AnalyzerConfig, _Kiwi
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ HITS_CONSIDERED = 5
 # A Korean "sentence" longer than this (or a quarter of it, without a final period) is checked for sentence
 # ends without punctuation.
 KIWI_SPLIT_CHARS = 240
-# A unit must cover this share of the question's weight (idf mass) to be worth quoting at all.
+# The best unit must hold this share of the question's term weight to be worth quoting at all.
 MIN_COVERAGE = 0.2
 # A further unit is quoted only when it scores at least this share of the best one.
 SECOND_UNIT_RATIO = 0.45
@@ -86,7 +87,9 @@ class Unit:
     kind: str = "sentence"  # sentence | item | row | code
     paragraph: int = 0  # units of one paragraph are quoted together when both are chosen
     header: str = ""  # a table row's header row (quoted above it)
-    terms: Counter = field(default_factory=Counter)
+    terms: Counter = field(default_factory=Counter)  # the unit's terms, a table row's header row included
+    own_terms: frozenset = frozenset()  # the terms of the unit's own text
+    own_pairs: frozenset = frozenset()  # its adjacent non-Korean term pairs
     own_score: float = 0.0  # how well the unit's own words match the question
     score: float = 0.0  # with its neighbours, its source's rank and the answer type
 
@@ -111,8 +114,6 @@ def _split_sentences(paragraph: str) -> list[str]:
         sentence = sentence.strip()
         unpunctuated = len(sentence) > KIWI_SPLIT_CHARS // 4 and not sentence.endswith((".", "?", "!", "。", "”", '"'))
         if (unpunctuated or len(sentence) > KIWI_SPLIT_CHARS) and _HANGUL.search(sentence):
-            from knowledge.search.analysis import _Kiwi
-
             sentences += [s.text.strip() for s in _Kiwi.get().split_into_sents(sentence)]
         elif sentence:
             sentences.append(sentence)
@@ -216,8 +217,6 @@ def split_units(text: str, *, hit_index: int = 0) -> list[Unit]:
 def _analyzer():
     """The search analyser without Korean morphemes: character bigrams alone match as well at sentence level
     and are ~50x faster than a morphological analysis of every sentence."""
-    from knowledge.search.analysis import Analyzer, AnalyzerConfig
-
     return Analyzer(AnalyzerConfig(morphemes=False))
 
 
@@ -225,8 +224,6 @@ def _analyzer():
 def question_weights(question: str) -> dict[str, float]:
     """The question's terms and their weights. Korean character bigrams outside content words (Kiwi's nouns,
     verb and adjective stems...) weigh less, so the endings of "어떻게 해야 하나요" hardly match every sentence."""
-    from knowledge.search.analysis import BIGRAM_PREFIX, KOREAN_CONTENT_TAGS, _Kiwi
-
     terms = set(_analyzer().tokens(question)) - QUESTION_WORDS
     if not _HANGUL.search(question):
         return dict.fromkeys(terms, 1.0)
@@ -242,8 +239,8 @@ def question_terms(question: str) -> set[str]:
 # Words that ask rather than say: they match headers like "what_is_indexed", never an answer.
 QUESTION_WORDS = frozenset(
     ["what", "which", "who", "whom", "whose", "when", "where", "whi", "why", "how", "do", "doe", "did", "can", "could",
-     "would", "should", "shall", "may", "might", "must"]
-    + ["\u2082" + b for b in ("무엇", "어디", "언제", "누구", "어떻", "떻게", "얼마", "어느", "무슨", "엇인", "인가", "가요", "나요")])
+     "would", "should"]  # stemmed, as the analyser gives them ("which" -> "whi"); not "may": it is also a month
+    + [BIGRAM_PREFIX + b for b in ("무엇", "어디", "언제", "누구", "어떻", "떻게", "얼마", "어느", "무슨", "엇인", "인가", "가요", "나요")])
 
 
 def _answer_type_bonus(question: str, unit: Unit) -> float:
@@ -255,16 +252,26 @@ def _answer_type_bonus(question: str, unit: Unit) -> float:
     return 0.0
 
 
-def score_units(question: str, units: list[Unit], *, similarity=None) -> float:
-    """Score every unit in place (relative to the best possible match); returns the question's idf mass.
+def _analyse(units: list[Unit]) -> None:
+    """Each unit's terms, analysed once (a table's header row once per table)."""
+    analyzer = _analyzer()
+    headers: dict[str, list[str]] = {}
+    for unit in units:
+        own = analyzer.tokens(unit.text)
+        header = headers.setdefault(unit.header, analyzer.tokens(unit.header)) if unit.header else []
+        unit.terms = Counter(own + header)
+        unit.own_terms = frozenset(own)
+        unit.own_pairs = _pairs(own)
+
+
+def score_units(question: str, units: list[Unit], *, similarity=None) -> None:
+    """Score every unit in place (1.0 is about every question term, once, in an average-length unit).
     `similarity(question, texts)`: optional cosine similarities of the question to each text, or to the first
     (best) of them only (a dense model)."""
-    analyzer = _analyzer()
     query_terms = set(question_terms(question))
     if not units or not query_terms:
-        return 0.0
-    for unit in units:
-        unit.terms = Counter(analyzer.tokens(f"{unit.header}\n{unit.text}" if unit.header else unit.text))
+        return
+    _analyse(units)
     n = len(units)
     df = Counter(term for unit in units for term in set(unit.terms) & query_terms)
     weights = question_weights(question)
@@ -272,7 +279,7 @@ def score_units(question: str, units: list[Unit], *, similarity=None) -> float:
     # A question word found in no unit still counts in the mass: missing it lowers every unit's coverage.
     mass = sum(idf.values()) or 1.0
     avg_len = sum(sum(u.terms.values()) for u in units) / n or 1.0
-    question_pairs = _pairs(question)
+    question_pairs = _pairs(_analyzer().tokens(question))
     raw = []
     for unit in units:
         length = sum(unit.terms.values())
@@ -283,7 +290,7 @@ def score_units(question: str, units: list[Unit], *, similarity=None) -> float:
         score /= (K1 + 1) * mass  # 1.0 = every question term, once, in an average-length unit
         if question_pairs and score:
             # Word pairs of the question found together in the unit: the sentence the question paraphrases.
-            score += PHRASE_WEIGHT * len(question_pairs & _pairs(unit.text)) / len(question_pairs)
+            score += PHRASE_WEIGHT * len(question_pairs & unit.own_pairs) / len(question_pairs)
         raw.append(score)
     lexical = list(raw)
     # Only the best lexical candidates are embedded: that bounds the time whatever the chunks' size.
@@ -313,24 +320,20 @@ def score_units(question: str, units: list[Unit], *, similarity=None) -> float:
             bonus = rank_prior + _answer_type_bonus(question, units[i]) if raw[i] > 0 else 0.0
             units[i].own_score = lexical[i]
             units[i].score = raw[i] + NEIGHBOUR_WEIGHT * max(neighbours, default=0.0) + bonus
-    return mass
 
 
-def _pairs(text: str) -> set[tuple[str, str]]:
+def _pairs(tokens: list[str]) -> frozenset[tuple[str, str]]:
     """Adjacent pairs of (non-Korean) terms; Korean bigrams already carry their own adjacency."""
-    from knowledge.search.analysis import BIGRAM_PREFIX
-
-    words = [t for t in _analyzer().tokens(text) if not t.startswith(BIGRAM_PREFIX) and t not in QUESTION_WORDS]
-    return set(zip(words, words[1:], strict=False))
+    words = [t for t in tokens if not t.startswith(BIGRAM_PREFIX) and t not in QUESTION_WORDS]
+    return frozenset(zip(words, words[1:], strict=False))
 
 
 def coverage(question: str, unit: Unit) -> float:
     """Share of the question's term weight that the unit's own text holds (a table row's header not included:
     every row has it)."""
     weights = question_weights(question)
-    own = set(_analyzer().tokens(unit.text)) if unit.header else set(unit.terms)
     total = sum(weights.values())
-    return sum(w for t, w in weights.items() if t in own) / total if total else 0.0
+    return sum(w for t, w in weights.items() if t in unit.own_terms) / total if total else 0.0
 
 
 # ------------------------------------------------------------------ choosing and quoting
@@ -352,7 +355,7 @@ def select_units(question: str, units: list[Unit], *, similarity=None) -> list[U
         if _plain(unit.text) in seen:
             continue  # the same passage in a near-duplicate chunk: quoting it again adds only a citation
         seen.add(_plain(unit.text))
-        if unit.kind == "row" and not query_terms & set(_analyzer().tokens(unit.text)):
+        if unit.kind == "row" and not query_terms & unit.own_terms:
             continue  # another row matched only through the shared header row
         if unit.own_score < OWN_SCORE_RATIO * best.own_score:
             continue  # it rides on its neighbour or its source's rank, not on what it says
@@ -392,8 +395,10 @@ def _quote(units: list[Unit], n: int) -> str:
             continue
         if unit.kind == "code":
             parts.append(_clip(unit.text))
-        elif parts and unit.kind == "sentence" and _last_paragraph(parts, units, unit):
-            parts[-1] += " " + unit.text
+        elif parts and unit.kind == "sentence" and (previous := _previous_prose(units, unit)) is not None \
+                and previous.paragraph == unit.paragraph:
+            # Sentences of one paragraph stay one quote; a gap between them is marked, never closed silently.
+            parts[-1] += (" " if unit.position - previous.position == 1 else " … ") + unit.text
         else:
             parts.append(_clip(unit.text))
     if rows:
@@ -408,9 +413,10 @@ def _quote(units: list[Unit], n: int) -> str:
     return f"{quoted}\n>\n> [{n}]" if ends_in_block else f"{quoted} [{n}]"
 
 
-def _last_paragraph(parts: list[str], units: list[Unit], unit: Unit) -> bool:
+def _previous_prose(units: list[Unit], unit: Unit) -> Unit | None:
+    """The chosen unit quoted right before `unit` (rows go to their own table at the end)."""
     previous = [u for u in units if u.position < unit.position and u.kind != "row"]
-    return bool(previous) and max(previous, key=lambda u: u.position).paragraph == unit.paragraph
+    return max(previous, key=lambda u: u.position) if previous else None
 
 
 def _as_table_line(line: str) -> str:

@@ -74,7 +74,8 @@ def target_configured(target: str, *, tenant=None) -> bool:
 def has_answer_model() -> bool:
     """True when the platform has an answer model worth defaulting to: one is configured and it is not the
     tiny offline demo model (whose answers are too poor to be the default)."""
-    pool = _pool_of(default_answer_target()) if default_answer_target() else None
+    target = default_answer_target()
+    pool = _pool_of(target) if target else None
     return pool is not None and not pool.note
 
 

@@ -269,12 +269,8 @@ class AnswerRun:
             self._finish(status=Message.Status.FAILED, text="", failure=failure_from(exc), timings=timings)
             return
         if not result.hits:
-            streams.publish(message.pk, "step", {"step": "sources", "count": 0})
-            self._save(standalone_question=standalone, warnings=warnings, context_chunk_ids=[], sources=[])
-            text = defaults.NO_CONTEXT_ANSWER[defaults.language_of(question)]
-            streams.publish(message.pk, "token", {"text": text})
-            timings["total_ms"] = round((time.monotonic() - started) * 1000, 2)
-            self._finish(status=Message.Status.DONE, text=text, timings=timings, citations=[])
+            self._answer_without_context(question=question, standalone=standalone, warnings=warnings,
+                                         timings=timings, started=started)
             return
         target = assistant.answer_target or gateway.default_answer_target()
         if answers_extractively(assistant, target, tenant=self.tenant):
@@ -284,13 +280,17 @@ class AnswerRun:
         window = gateway.context_window(tenant=self.tenant, target=target)
         prompt = prompting.build_answer_prompt(assistant=assistant, history=history, question=question,
                                                hits=result.hits, context_window=window)
+        if not prompt.context_hits:  # a window too small for even one document: no grounded answer possible
+            self._answer_without_context(question=question, standalone=standalone,
+                                         warnings=warnings + cut_warnings(prompt), timings=timings, started=started)
+            return
         context_ids = [hit.chunk_id for hit in prompt.context_hits]
         streams.publish(message.pk, "step", {"step": "sources", "count": len(prompt.context_hits)})
         self._save(standalone_question=standalone, warnings=warnings + cut_warnings(prompt),
                    context_chunk_ids=context_ids, target=target, sources=build_sources(prompt.context_hits))
         streams.publish(message.pk, "step", {"step": "writing", "mode": "generative"})
         timings["generation_started_at"] = time.time()
-        outcome = self._generate(target=target, prompt=prompt)
+        outcome = self._generate(assistant=assistant, target=target, prompt=prompt)
         if outcome.superseded:
             return
         if isinstance(outcome.error, ContextOverflow) and not outcome.text:
@@ -301,10 +301,9 @@ class AnswerRun:
             warnings.append("The documents did not fit the model's context window; fewer were sent.")
             self._save(warnings=warnings + cut_warnings(prompt), sources=build_sources(prompt.context_hits),
                        context_chunk_ids=[hit.chunk_id for hit in prompt.context_hits])
-            outcome = self._generate(target=target, prompt=prompt)
+            outcome = self._generate(assistant=assistant, target=target, prompt=prompt)
         if outcome.superseded:
             return
-        warnings += cut_warnings(prompt)
         if (outcome.status == Message.Status.FAILED and not outcome.text and outcome.failure
                 and outcome.failure.code in FALLBACK_CODES and assistant.answer_mode == AnswerMode.GENERATIVE_FALLBACK):
             warnings.append(f"The answer model was unavailable ({outcome.failure.message}); "
@@ -313,6 +312,7 @@ class AnswerRun:
             self._answer_extractively(question=question, standalone=standalone, hits=result.hits,
                                       warnings=warnings, timings=timings, started=started)
             return
+        warnings += cut_warnings(prompt)
         timings.update(outcome.timings)
         timings["total_ms"] = round((time.monotonic() - started) * 1000, 2)
         usage_fields = {}
@@ -328,15 +328,13 @@ class AnswerRun:
                      warnings=warnings, citations=build_citations(outcome.text, prompt.context_hits),
                      answered_by="generative" if outcome.text else "", **usage_fields)
 
-    def _generate(self, *, target: str, prompt: prompting.BuiltPrompt) -> StreamOutcome:
-        message = self.message
-        overrides = message.overrides or {}
-        params = generation_params(message.conversation.assistant, overrides)
+    def _generate(self, *, assistant, target: str, prompt: prompting.BuiltPrompt) -> StreamOutcome:
+        overrides = self.message.overrides or {}
+        params = generation_params(assistant, overrides)
         if prompt.max_tokens:  # never ask for more output than the window has room for
             params.max_tokens = min(params.max_tokens or prompt.max_tokens, prompt.max_tokens)
         request = ChatRequest(messages=prompt.messages, params=params,
-                              json_schema=overrides.get("json_schema") or message.conversation.assistant.json_schema
-                              or None)
+                              json_schema=overrides.get("json_schema") or assistant.json_schema or None)
         shared_loop = aio.uses_shared_loop()
         return aio.run(lambda: self._stream(target=target, request=request, keep_clients=shared_loop))
 
@@ -348,20 +346,30 @@ class AnswerRun:
         streams.publish(message.pk, "step", {"step": "sources", "count": len(given)})
         streams.publish(message.pk, "step", {"step": "writing", "mode": "extractive"})
         t0 = time.monotonic()
-        answer = extractive.extractive_answer(question=standalone or question, hits=given,
-                                              similarity=retrieval.sentence_similarity(hits=given))
+        answer = extractive.extractive_answer(
+            question=standalone or question, hits=given,
+            similarity=retrieval.sentence_similarity(tenant=self.tenant, hits=given))
         timings["answer_ms"] = round((time.monotonic() - t0) * 1000, 2)
-        self._save(standalone_question=standalone, warnings=warnings, context_chunk_ids=[h.chunk_id for h in given],
-                   sources=build_sources(given), target="")
         blocks = answer.text.split("\n\n")
         for i, block in enumerate(blocks):  # one event per block, as a streamed answer arrives
             streams.publish(message.pk, "token", {"text": block if i == len(blocks) - 1 else block + "\n\n"})
         record_extractive_usage(tenant=self.tenant, message=message, latency_ms=timings["answer_ms"])
         timings["total_ms"] = round((time.monotonic() - started) * 1000, 2)
         self._finish(status=Message.Status.DONE, text=answer.text, timings=timings, answered_by="extractive",
-                     citations=build_citations(answer.text, given), provider="", model="", input_tokens=0,
-                     cached_input_tokens=0, output_tokens=0, usage_estimated=False, finish_reason="stop")
+                     standalone_question=standalone, warnings=warnings, sources=build_sources(given),
+                     context_chunk_ids=[hit.chunk_id for hit in given], citations=build_citations(answer.text, given),
+                     target="", provider="", model="", input_tokens=0, cached_input_tokens=0, output_tokens=0,
+                     usage_estimated=False, finish_reason="stop")
 
+    def _answer_without_context(self, *, question: str, standalone: str, warnings: list, timings: dict,
+                                started: float) -> None:
+        """Nothing relevant was found (or fits): say so in the user's language, without a model call."""
+        streams.publish(self.message_id, "step", {"step": "sources", "count": 0})
+        text = defaults.NO_CONTEXT_ANSWER[defaults.language_of(question)]
+        streams.publish(self.message_id, "token", {"text": text})
+        timings["total_ms"] = round((time.monotonic() - started) * 1000, 2)
+        self._finish(status=Message.Status.DONE, text=text, timings=timings, citations=[], sources=[],
+                     context_chunk_ids=[], standalone_question=standalone, warnings=warnings)
 
     def _condense(self, assistant, question: str, history: list, timings: dict, warnings: list) -> str:
         if not history or assistant.answer_mode == AnswerMode.EXTRACTIVE:  # extractive: no model calls at all

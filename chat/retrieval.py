@@ -48,7 +48,7 @@ def relevant_hits(hits: list, *, min_dense_score=None) -> list:
 TRANSFORMER_SENTENCES = 4
 
 
-def sentence_similarity(*, hits: list):
+def sentence_similarity(*, tenant, hits: list):
     """A dense similarity for extractive answers: the question against candidate passages, with the embedding
     model of the best hit's knowledge base, when that model runs in-process (a paid embedding API is never
     called per answer). None: quote by words alone."""
@@ -58,7 +58,8 @@ def sentence_similarity(*, hits: list):
 
     if not hits:
         return None
-    model = KnowledgeBase.objects.filter(pk=hits[0].kb_id).values_list("embedding_model", flat=True).first()
+    model = (KnowledgeBase.objects.filter(tenant=tenant, pk=hits[0].kb_id)
+             .values_list("embedding_model", flat=True).first())
     try:
         embedder = get_embedder(model) if model else None
     except Exception:  # noqa: BLE001 - an unknown or unloadable model: quote by words alone

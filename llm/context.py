@@ -211,21 +211,10 @@ def window_sync(pool: PoolSpec, model: str) -> int | None:
 
 
 async def window_async(pool: PoolSpec, model: str) -> int | None:
-    """window_sync for the gateway's event loop: the cache without blocking, discovery in a thread."""
+    """window_sync for the gateway's event loop: the process cache without blocking, the rest in a thread."""
     if (configured := override(pool, model)) is not None:
         return configured
-    cache_key = _cache_key(pool, model)
-    hit, value = _from_local(cache_key)
+    hit, value = _from_local(_cache_key(pool, model))
     if hit:
         return value
-    try:
-        raw = await state.async_redis().get(cache_key)
-    except Exception:  # noqa: BLE001
-        raw = None
-    if raw is not None:
-        value = _decode(raw)
-        _local[cache_key] = (time.monotonic() + LOCAL_CACHE_S, value)
-        return value
-    value = await asyncio.to_thread(discover, pool, model)
-    await asyncio.to_thread(remember, pool, model, value)
-    return value
+    return await asyncio.to_thread(window_sync, pool, model)

@@ -165,3 +165,13 @@ def test_close_matches_in_different_list_items_are_both_quoted():
             "- Support is by email.\n")
     answer = extractive_answer(question="How much does the plan cost per month?", hits=[Hit(text)])
     assert "Basic plan costs 10 euros" in answer.text and "Team plan costs 30 euros" in answer.text
+
+
+def test_sentences_quoted_from_apart_in_a_paragraph_show_the_gap():
+    from chat.extractive import Unit, _quote
+
+    units = [Unit(0, 0, "The warranty lasts two years.", paragraph=0),
+             Unit(0, 2, "Batteries are covered for one year.", paragraph=0)]
+    assert _quote(units, 1) == "> The warranty lasts two years. … Batteries are covered for one year. [1]"
+    units[1].position = 1
+    assert _quote(units, 1) == "> The warranty lasts two years. Batteries are covered for one year. [1]"

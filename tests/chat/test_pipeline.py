@@ -311,3 +311,13 @@ def test_the_models_real_window_limits_what_is_sent_and_the_user_is_told(scope_a
     assert request.params.max_tokens <= 1024
     assert 0 < len(answer.sources) < 8
     assert any("could not hold every source" in warning for warning in answer.warnings)
+
+
+def test_a_window_too_small_for_any_document_answers_without_a_model(scope_a, assistant_a, docs, fake_llm,
+                                                                      monkeypatch, llm_calls):
+    docs.add("Refunds are possible within 30 days of purchase. " * 30)
+    monkeypatch.setattr("chat.llm.context_window", lambda **kwargs: 256)
+    _q, answer = ask(scope_a.tenant, assistant_a, "What is the refund window?")
+    answer = run(scope_a.tenant, answer)
+    assert answer.status == Message.Status.DONE and answer.content == defaults.NO_CONTEXT_ANSWER["en"]
+    assert llm_calls == [] and answer.sources == []
