@@ -24,12 +24,12 @@ from chat.serializers import (
     MessageSerializer,
     message_payload,
 )
-from chat.sse import sse_relay, with_first_step
+from chat.sse import sse_relay
 
 SSE_EVENTS = (
     "Events, in order: `meta` {\"message_id\", \"conversation_id\", \"version\", \"status\": \"queued\"} and "
     "`step` {\"step\": \"searching\"} as soon as the question is saved; `meta` again with status \"running\" when a "
-    "worker starts (it may repeat the `searching` step); `step` "
+    "worker starts; `step` "
     "{\"step\": \"sources\", \"count\": N} (N relevant chunks found; the answer is given them, numbered [1..N]), `step` {\"step\": \"writing\", "
     "\"mode\": \"extractive\"|\"generative\"}, `token` {\"text\"} per delta, then `done` {\"status\", \"message\"} "
     "(the saved message with `citations`, `sources`, `answered_by`) or `error` {\"code\", \"message\", "
@@ -190,10 +190,10 @@ class AssistantChat(APIView):
             conversation = selectors.conversation_get(tenant=request.tenant, conversation_id=data["conversation_id"],
                                                       **visible(request))
         try:
-            question, answer = with_first_step(lambda: services.question_ask(
+            question, answer = services.question_ask(
                 tenant=request.tenant, assistant=assistant, conversation=conversation, content=data["message"],
                 source=Conversation.Source.API, **actor(request),
-            ))
+            )
         except DjangoValidationError as exc:
             raise as_drf_validation_error(exc) from exc
         return answer_response(request, question, answer, stream=data["stream"])
@@ -289,8 +289,8 @@ class MessageRegenerate(APIView):
             raise serializers.ValidationError({"non_field_errors": ['Send no body or {"stream": true|false}.']})
         stream = str(request.query_params.get("stream", body.get("stream", ""))).lower() in ("1", "true")
         try:
-            new = with_first_step(lambda: services.answer_regenerate(tenant=request.tenant, answer=answer,
-                                                                     **actor(request)))
+            new = services.answer_regenerate(tenant=request.tenant, answer=answer,
+                                                                     **actor(request))
         except DjangoValidationError as exc:
             raise as_drf_validation_error(exc) from exc
         return answer_response(request, None, new, stream=stream)

@@ -27,7 +27,7 @@ from chat import answers, defaults, selectors, services
 from chat.api import actor, error_response, usage_header_values, usage_headers
 from chat.models import Conversation, Message
 from chat.serializers import message_payload
-from chat.sse import answer_events, with_first_step
+from chat.sse import answer_events
 
 
 class ModelNotFound(exceptions.NotFound):
@@ -198,10 +198,10 @@ class ChatCompletions(APIView):
                                                         source=Conversation.Source.OPENAI,
                                                         title=question_text[:60], **who)
             services.history_import(tenant=request.tenant, conversation=conversation, turns=pairs, **who)
-            _question, answer = with_first_step(lambda: services.question_ask(
+            _question, answer = services.question_ask(
                 tenant=request.tenant, assistant=assistant, conversation=conversation, content=question_text,
                 source=Conversation.Source.OPENAI, overrides=overrides_from(data), **who,
-            ))
+            )
         except DjangoValidationError as exc:
             raise as_drf_validation_error(exc) from exc
         created = int(time.time())

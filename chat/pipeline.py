@@ -248,8 +248,7 @@ class AnswerRun:
         timings: dict[str, float] = {}
         warnings: list[str] = []
         question = message.parent.content if message.parent else ""
-        history = history_for(message)
-        streams.publish(message.pk, "step", {"step": "searching"})
+        history = history_for(message)  # the "searching" step was published when the answer was queued
         try:
             standalone = self._condense(assistant, question, history, timings, warnings)
             t0 = time.monotonic()

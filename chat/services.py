@@ -207,6 +207,10 @@ def _enqueue(message: Message) -> None:
 
     tenant_id, message_id = message.tenant_id, message.pk
     streams.delete(message_id)  # a new answer has no events yet: drop leftovers of a reused id (e.g. a restore)
+    # Readers see the answer queued and searching at once, before any worker has it; the worker's events follow.
+    streams.publish(message_id, "meta", {"message_id": message_id, "conversation_id": message.conversation_id,
+                                         "version": message.version, "status": "queued"})
+    streams.publish(message_id, "step", {"step": "searching"})
     transaction.on_commit(lambda: generate_answer.delay(message_id=message_id, tenant_id=tenant_id))
 
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
@@ -53,23 +52,6 @@ def sse(event: str, data: dict | str, event_id: str | None = None) -> str:
     head = f"id: {event_id}\n" if event_id else ""
     body = "".join(f"data: {line}\n" for line in payload.split("\n"))
     return f"{head}event: {event}\n{body}\n"
-
-
-FIRST_STEP = {"step": "searching"}
-
-
-def with_first_step(create: Callable):
-    """Run `create` (a service that saves a queued answer and hands it to a worker when its transaction
-    commits; it returns the answer, or (question, answer)) and open the answer's stream before that commit
-    with `meta` (status "queued") and the first progress step, "searching". So a reader sees progress right
-    after posting, before any worker has the task, and the worker's own events can only come after these."""
-    with transaction.atomic():
-        result = create()
-        answer = result[-1] if isinstance(result, tuple) else result
-        streams.publish(answer.pk, "meta", {"message_id": answer.pk, "conversation_id": answer.conversation_id,
-                                            "version": answer.version, "status": "queued"})
-        streams.publish(answer.pk, "step", FIRST_STEP)
-    return result
 
 
 def _load(tenant, message_id: int) -> Message | None:

@@ -1,7 +1,9 @@
 """Per-answer event streams in Redis: the worker appends, any web process relays (and can resume).
 
 Each answer has one Redis stream. Entries carry a kind and a JSON payload:
-  meta   {"message_id", "conversation_id", ...}      once, when generation starts
+  meta   {"message_id", "conversation_id", ..., "status"} when the answer is queued ("queued") and when a
+                                                       worker starts it ("running")
+  step   {"step": "searching"|"sources"|"writing", ...} progress before the text ("count", "mode")
   token  {"text": "..."}                               each delta, as the model sends it
   reset  {}                                            a redelivered task restarts the answer: drop text so far
   done   {"status": "done"|"stopped", "message": {...}} last entry of a finished answer

@@ -16,7 +16,7 @@ from accounts.decorators import tenant_admin_required, tenant_required
 from chat import defaults, llm, selectors, services
 from chat.forms import AssistantForm
 from chat.models import AnswerMode, Conversation, Message
-from chat.sse import sse_relay, with_first_step
+from chat.sse import sse_relay
 
 
 def _errors(exc: ValidationError) -> str:
@@ -122,9 +122,9 @@ def ask(request):
         conversation = selectors.conversation_get(tenant=request.tenant, user=request.user,
                                                   conversation_id=request.POST["conversation_id"])
     try:
-        question, answer = with_first_step(lambda: services.question_ask(
+        question, answer = services.question_ask(
             tenant=request.tenant, assistant=assistant, conversation=conversation,
-            content=request.POST.get("message", ""), user=request.user))
+            content=request.POST.get("message", ""), user=request.user)
     except ValidationError as exc:
         response = render(request, "chat/_ask_error.html", {"error": _errors(exc)})
         response["HX-Retarget"] = "#ask-error"
@@ -179,8 +179,8 @@ def answer_stop(request, message_id):
 def answer_regenerate(request, message_id):
     answer = selectors.answer_get(tenant=request.tenant, message_id=message_id, user=request.user)
     try:
-        new = with_first_step(lambda: services.answer_regenerate(tenant=request.tenant, answer=answer,
-                                                                 user=request.user))
+        new = services.answer_regenerate(tenant=request.tenant, answer=answer,
+                                                                 user=request.user)
     except ValidationError as exc:
         return HttpResponse(_errors(exc), status=400)
     answers = list(Message.objects.filter(parent_id=answer.parent_id).order_by("version", "id"))

@@ -171,7 +171,7 @@ def test_stop_before_a_worker_starts(scope_a, assistant_a, docs, fake_llm):
     services.answer_stop(tenant=scope_a.tenant, answer_id=answer.pk)
     answer = run(scope_a.tenant, answer)  # the task arrives later and leaves it alone
     assert answer.status == Message.Status.STOPPED and answer.content == ""
-    assert kinds(answer.pk) == ["done"]
+    assert kinds(answer.pk) == ["meta", "step", "done"]  # queued and searching from the ask, then the stop
     assert fake_llm.stats()["requests"] == 0
 
 
@@ -206,7 +206,7 @@ def test_redelivered_task_restarts_the_stream_cleanly(scope_a, assistant_a, docs
     streams.publish(answer.pk, "token", {"text": "half an ans"})
     answer = run(scope_a.tenant, answer)
     assert answer.status == Message.Status.DONE and "half" not in answer.content
-    assert kinds(answer.pk)[:3] == ["token", "reset", "meta"]
+    assert kinds(answer.pk)[:5] == ["meta", "step", "token", "reset", "meta"]
 
 
 def test_finished_answers_are_not_generated_twice(scope_a, assistant_a, docs, fake_llm):
