@@ -1,5 +1,6 @@
 """One JSON error shape for the whole API: {"error": {"code", "message", "fields"?}, "request_id"}."""
 
+from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
@@ -27,7 +28,19 @@ def _first_message(detail) -> str:
     return str(detail)
 
 
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+    default_detail = "The request body is too large."
+
+
 def exception_handler(exc, context):
+    # Django's own refusals while the body is read (too many fields, a body over DATA_UPLOAD_MAX_MEMORY_SIZE,
+    # a malformed multipart body) would otherwise become its HTML 400 page on an API route.
+    if isinstance(exc, RequestDataTooBig):
+        exc = RequestTooLarge()
+    elif isinstance(exc, SuspiciousOperation | BadRequest):
+        exc = exceptions.ParseError(str(exc) or None)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

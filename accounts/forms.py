@@ -9,6 +9,9 @@ from accounts.models import ApiKey, Role, Tenant
 class EmailLoginForm(AuthenticationForm):
     username = forms.EmailField(label=_("Email"), widget=forms.EmailInput(attrs={"autofocus": True}))
 
+    def clean_username(self):
+        return self.cleaned_data["username"].lower()  # emails are stored lower-case
+
 
 class SignupForm(forms.Form):
     email = forms.EmailField(label=_("Email"))

@@ -9,7 +9,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from accounts.tenancy import SYSTEM, TenantScopeMissing, current_scope
+from accounts.tenancy import SYSTEM, TenantScopeMissing, current_scope, system_scope
 
 
 class Tenant(models.Model):
@@ -73,16 +73,82 @@ class Role(models.TextChoices):
 ADMIN_ROLES = (Role.OWNER, Role.ADMIN)
 
 
+class SystemScopedQuerySet(models.QuerySet):
+    """Runs each of its queries in the system scope.
+
+    For rows that code looks up by user before any tenant is in scope (sign-in, the tenant switcher, sign-up,
+    invitations): every such ORM query names its user or tenant. Row-level security still confines raw SQL
+    running in a tenant's scope to that tenant's rows. (Results are fetched whole, also by iterator().)
+    """
+
+    def _fetch_all(self):
+        with system_scope():
+            super()._fetch_all()
+
+    def _iterator(self, use_chunked_fetch, chunk_size):
+        with system_scope():
+            rows = list(super()._iterator(False, chunk_size))
+        yield from rows
+
+    def count(self):
+        with system_scope():
+            return super().count()
+
+    def exists(self):
+        with system_scope():
+            return super().exists()
+
+    def aggregate(self, *args, **kwargs):
+        with system_scope():
+            return super().aggregate(*args, **kwargs)
+
+    def update(self, **kwargs):
+        with system_scope():
+            return super().update(**kwargs)
+
+    def _update(self, values):
+        with system_scope():
+            return super()._update(values)
+
+    def delete(self):
+        with system_scope():
+            return super().delete()
+
+    def _raw_delete(self, using):
+        with system_scope():
+            return super()._raw_delete(using)
+
+    def _insert(self, *args, **kwargs):
+        with system_scope():
+            return super()._insert(*args, **kwargs)
+
+
 class Membership(models.Model):
-    """Links a user to a tenant. Looked up by user (the tenant switcher), so it is not tenant-scoped."""
+    """Links a user to a tenant. Looked up by user (the tenant switcher), so the ORM reads it in the system
+    scope (SystemScopedQuerySet); row-level security keeps raw SQL in a tenant's scope to that tenant's rows."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = models.Manager.from_queryset(SystemScopedQuerySet)()
+
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "tenant"], name="uniq_membership")]
+
+    # Saves, refreshes and deletes of one row use the base manager or their own queries, not `objects`.
+    def save(self, *args, **kwargs):
+        with system_scope():
+            return super().save(*args, **kwargs)
+
+    def refresh_from_db(self, *args, **kwargs):
+        with system_scope():
+            return super().refresh_from_db(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        with system_scope():
+            return super().delete(*args, **kwargs)
 
     def __str__(self) -> str:
         return f"{self.user} @ {self.tenant} ({self.role})"

@@ -2,7 +2,7 @@
 
 A context variable holds one of three states: a tenant, SYSTEM (staff tools and cross-tenant maintenance
 jobs), or nothing. Tenant-owned managers refuse to query with nothing in scope, and the database backend
-mirrors the scope into the Postgres settings that row-level security policies read.
+mirrors the scope, signed, into the Postgres settings that row-level security policies read (accounts/rls.py).
 """
 
 from __future__ import annotations
@@ -79,11 +79,12 @@ def no_scope():
         _scope.reset(token)
 
 
-def rls_settings() -> tuple[str, str]:
-    """(app.tenant_id, app.bypass_rls) values for the current scope, as Postgres reads them."""
+def rls_scope() -> str:
+    """The scope as the database reads it from `app.scope`: 'system', 'tenant:<id>', or '' (nothing).
+    The database backend sends it signed (config/dbbackend/base.py); policies ignore an unsigned one."""
     scope = _scope.get()
     if scope is SYSTEM:
-        return "", "on"
-    if scope is None:
-        return "", "off"
-    return str(scope.pk), "off"
+        return "system"
+    if scope is None or scope.pk is None:
+        return ""
+    return f"tenant:{int(scope.pk)}"

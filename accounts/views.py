@@ -1,9 +1,12 @@
+from axes.utils import reset as axes_reset
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseBadRequest
 from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
@@ -29,12 +32,60 @@ class LoginView(auth_views.LoginView):
     template_name = "accounts/login.html"
     redirect_authenticated_user = True
 
+    def get_context_data(self, **kwargs):
+        return super().get_context_data(signup_open=settings.SIGNUP_OPEN, **kwargs)
+
+
+def login_locked_out(request, original_response=None, credentials=None):
+    """django-axes' answer to a sign-in while the account or the address is paused (AXES_LOCKOUT_CALLABLE)."""
+    minutes = settings.LOGIN_LOCKOUT_MINUTES
+    response = render(request, "accounts/locked_out.html", {"minutes": minutes}, status=429)
+    response["Retry-After"] = str(minutes * 60)
+    return response
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Mails a one-time link to the address if an account has it; the page says the same either way."""
+
+    template_name = "accounts/password_reset.html"
+    email_template_name = "accounts/email/password_reset.txt"
+    subject_template_name = "accounts/email/password_reset_subject.txt"
+    success_url = reverse_lazy("accounts:password-reset-done")
+
+    def form_valid(self, form):
+        # Links point at SITE_URL, like invitations, never at whatever Host header the request carried.
+        self.extra_email_context = {
+            "site_url": settings.SITE_URL.rstrip("/"), "hours": settings.PASSWORD_RESET_TIMEOUT // 3600,
+        }
+        return super().form_valid(form)
+
+
+class PasswordResetDoneView(auth_views.PasswordResetDoneView):
+    template_name = "accounts/password_reset_sent.html"
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    template_name = "accounts/password_reset_confirm.html"
+    success_url = reverse_lazy("accounts:password-reset-complete")
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        # Whoever reads the mailbox owns the account: lift its sign-in pause (the address's count stays).
+        axes_reset(username=self.user.email)
+        return response
+
+
+class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
+    template_name = "accounts/password_reset_complete.html"
+
 
 def _error_text(exc: ValidationError) -> str:
     return " ".join(exc.messages)
 
 
 def signup(request):
+    if not settings.SIGNUP_OPEN:
+        return render(request, "accounts/signup_closed.html", status=403)
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -49,7 +100,7 @@ def signup(request):
 
 
 def no_tenant(request):
-    return render(request, "accounts/no_tenant.html")
+    return render(request, "accounts/no_tenant.html", {"signup_open": settings.SIGNUP_OPEN})
 
 
 @tenant_required

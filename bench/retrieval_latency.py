@@ -193,7 +193,7 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from accounts.tenancy import tenant_scope
+    from accounts.tenancy import system_scope, tenant_scope
     from knowledge.search.bm25 import KbParams, bm25_search
     from knowledge.search.dense import embed_query, vector_literal
     from knowledge.search.selectors import search
@@ -208,12 +208,12 @@ def main() -> None:
     if missing:
         # Bulk load: inserting 100k rows into a live HNSW index costs ~15 ms each on two busy cores; building
         # the index once afterwards is many times faster (the same index definition as the migration).
-        with connection.cursor() as cursor:
+        with system_scope(), connection.cursor() as cursor:  # DDL runs in the system scope only (accounts.rls)
             cursor.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
         for slug, n, seed, label in missing:
             built[slug] = _build_tenant(slug, n, corpus if label == "main" else Corpus(seed), label)
         started = time.perf_counter()
-        with connection.cursor() as cursor:
+        with system_scope(), connection.cursor() as cursor:
             cursor.execute("SET maintenance_work_mem = '1GB'")
             cursor.execute(HNSW_SQL)
         print(f"  HNSW index built in {time.perf_counter() - started:.0f}s", flush=True)

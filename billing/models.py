@@ -93,6 +93,16 @@ class Plan(models.Model):
                                            blank=True)
     requests_per_minute = models.PositiveIntegerField(_("requests per minute"), null=True, blank=True)
     tokens_per_minute = models.PositiveBigIntegerField(_("tokens per minute"), null=True, blank=True)
+    # Knowledge-base size (enforced by knowledge.limits). Empty: no plan limit; the installation's
+    # INGEST_MAX_CHUNKS_PER_DOCUMENT / _PER_TENANT ceilings apply to every plan.
+    max_chunks_per_document = models.PositiveIntegerField(
+        _("chunks per document"), null=True, blank=True,
+        help_text=_("A larger document fails with a message naming this limit. Empty: no plan limit."),
+    )
+    max_chunks_per_tenant = models.PositiveBigIntegerField(
+        _("chunks per team"), null=True, blank=True,
+        help_text=_("All the team's knowledge bases together. Empty: no plan limit."),
+    )
     enforcement = models.CharField(_("monthly limits"), max_length=4, choices=Enforcement.choices,
                                    default=Enforcement.HARD)
     monthly_fee = models.DecimalField(_("monthly fee (USD)"), max_digits=12, decimal_places=2, default=Decimal(0))

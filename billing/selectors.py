@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 from accounts.tenancy import tenant_scope
 from billing import quota
 from billing.labels import labels_for
-from billing.models import STAGE_LABELS, QuotaCounter, Subject, UsageRecord
+from billing.models import STAGE_LABELS, Plan, QuotaCounter, Subject, Subscription, UsageRecord
 from billing.periods import Period
 from billing.types import Stage
 
@@ -354,6 +354,15 @@ class Allowance:
     @property
     def has_limits(self) -> bool:
         return self.token_cap is not None or self.cost_cap is not None
+
+
+def plan_for(*, tenant) -> Plan | None:
+    """The tenant's plan: its subscription's, else the plan whose code is Tenant.plan; None without either."""
+    with tenant_scope(tenant):
+        subscription = Subscription.objects.filter(tenant=tenant).select_related("plan").first()
+    if subscription is not None:
+        return subscription.plan
+    return Plan.objects.filter(code=tenant.plan or "").first()
 
 
 def allowance_status(*, tenant, api_key_id: int | None = None, now: datetime | None = None) -> Allowance:

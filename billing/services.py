@@ -293,7 +293,8 @@ def quota_notice_send(*, tenant: Tenant, threshold: int, period) -> int:
 
 
 def subscription_set(*, tenant: Tenant, plan: Plan) -> Subscription:
-    subscription, _created = Subscription.objects.update_or_create(tenant=tenant, defaults={"plan": plan})
+    with tenant_scope(tenant):  # subscriptions are tenant data under row-level security
+        subscription, _created = Subscription.objects.update_or_create(tenant=tenant, defaults={"plan": plan})
     return subscription
 
 

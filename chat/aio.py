@@ -7,6 +7,11 @@ loop per answer would add to every answer's time to first token.
 Inside a transaction (tests wrapped in one, or a caller's atomic block) the coroutine instead runs through
 async_to_sync on a throwaway loop, so that its database work happens on this thread's connection and sees the
 uncommitted rows.
+
+The calling thread only waits while the answer streams (its database work runs on the loop's own thread), so with
+a connection pool it hands its connection back first: the chat worker runs many answers in threads (`-P threads`,
+see scripts/run-app) sharing a small pool, and a connection held through every generation would cap the answers
+in flight at the pool's size.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import threading
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.db import close_old_connections, connection
+
+from config.connections import release_connection
 
 _loop: asyncio.AbstractEventLoop | None = None
 _lock = threading.Lock()
@@ -55,6 +62,8 @@ def run(factory):
             return await factory()
 
         return async_to_sync(call)()
+    if connection.pool is not None:  # without a pool (one answer per process) keeping it saves a reconnect
+        release_connection()
     loop = _shared_loop()
     context = contextvars.copy_context()
     done: concurrent.futures.Future = concurrent.futures.Future()

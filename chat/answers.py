@@ -2,6 +2,9 @@
 
 Both read the answer's Redis stream through the same core as the SSE relay (chat.sse.answer_events), so they
 see exactly what a browser sees, and never wait forever (the core fails an answer no worker picked up).
+The wait lasts as long as the model takes, so the request's database connection goes back first: hundreds of
+clients may wait at once on a web process with a pool of twenty (config.connections). What the view does
+afterwards takes a connection again.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 
 from chat.sse import answer_events
+from config.connections import release_connection
 
 
 def wait_timeout_s() -> int:
@@ -34,9 +38,15 @@ async def _collect(tenant, message_id: int, *, until_first_token: bool, timeout_
     return events
 
 
+def _wait(tenant, message_id: int, *, until_first_token: bool) -> list:
+    release_connection()
+    return async_to_sync(_collect)(tenant, message_id, until_first_token=until_first_token,
+                                   timeout_s=wait_timeout_s())
+
+
 def wait_for_end(*, tenant, message_id: int) -> tuple[str, dict]:
     """("done", data) or ("error", data) for the answer; ("timeout", {}) if it is still going after the limit."""
-    events = async_to_sync(_collect)(tenant, message_id, until_first_token=False, timeout_s=wait_timeout_s())
+    events = _wait(tenant, message_id, until_first_token=False)
     if events and events[-1][1] in ("done", "error"):
         return events[-1][1], events[-1][2]
     return "timeout", {}
@@ -49,7 +59,7 @@ def wait_for_start(*, tenant, message_id: int) -> tuple[str, dict, list]:
     model, quota, model down) still get a proper HTTP status instead of a 200 stream with an error inside. The
     events go to the stream as its prelude, so nothing is read twice.
     """
-    events = async_to_sync(_collect)(tenant, message_id, until_first_token=True, timeout_s=wait_timeout_s())
+    events = _wait(tenant, message_id, until_first_token=True)
     if events and events[-1][1] in ("token", "done", "error"):
         return events[-1][1], events[-1][2], events
     return "timeout", {}, events

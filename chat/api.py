@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import StreamingHttpResponse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
@@ -12,6 +13,7 @@ from rest_framework.views import APIView
 
 from accounts.api import as_drf_validation_error
 from accounts.api_errors import error_body
+from accounts.schema import errors
 from chat import answers, selectors, services
 from chat.models import Conversation, Message
 from chat.serializers import (
@@ -21,7 +23,9 @@ from chat.serializers import (
     ConversationRenameSerializer,
     ConversationSerializer,
     FeedbackSerializer,
+    FeedbackStateSerializer,
     MessageSerializer,
+    RegenerateResponseSerializer,
     message_payload,
 )
 from chat.sse import sse_relay
@@ -37,14 +41,25 @@ SSE_EVENTS = (
     "Clients should ignore event kinds they do not know. Event ids resume with Last-Event-ID on "
     "GET /api/v1/messages/{id}/stream."
 )
+# One server-sent event as a client parses it (OpenAPI 3.0: the schema of an event stream describes each event).
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string", "description": "The event kind (see the description); `message` when absent."},
+        "data": {"type": "string", "description": "The event's fields as JSON."},
+        "id": {"type": "string", "description": "Redis stream id: resume after it with Last-Event-ID."},
+        "retry": {"type": "integer"},
+    },
+}
 SSE_DOC = OpenApiResponse(
-    response=OpenApiTypes.STR,
+    response=SSE_EVENT_SCHEMA,
     description="text/event-stream when stream=true. The response starts once the first token (or a failure) is "
                 "known, so a failure before any text still gets its HTTP status; the steps before it arrive "
                 "first. To watch the steps live, follow GET /api/v1/messages/{id}/stream. " + SSE_EVENTS,
 )
 SSE_FOLLOW_DOC = OpenApiResponse(
-    response=OpenApiTypes.STR,
+    response=SSE_EVENT_SCHEMA,
     description="text/event-stream, live from the answer's first event (progress steps included). " + SSE_EVENTS,
 )
 
@@ -60,10 +75,15 @@ def visible(request) -> dict:
     return {"user": who["user"], "api_key": who["api_key"]}
 
 
+# What a failed answer can answer with (documented on the asking operations); anything else an upstream
+# said, e.g. its own 401 or 422, is a failed upstream: 502.
+ANSWER_ERRORS = (400, 403, 404, 429, 502, 503, 504)
+
+
 def error_response(data: dict) -> Response:
     """An answer's `error` event as an API error: its HTTP status, and Retry-After for quota limits."""
     code = int(data.get("status") or 502)
-    if code == 500 or code < 400:
+    if code not in ANSWER_ERRORS:
         code = 502  # a failed upstream is never reported as our own 500
     body = error_body(data.get("code") or "upstream_error", data.get("message") or "The answer failed.")
     body["error"].update(data.get("details") or {})  # quota: limit, scope, reset_at, retry_after_s
@@ -88,8 +108,28 @@ def usage_headers(response, *, request, answer_id: int | None, values: dict | No
     return response
 
 
+STREAM_ID_PATTERN = r"^\d{1,20}(-\d{1,20})?$"  # a Redis stream entry id: <ms>-<seq>, or <ms> (0: the start)
+STREAM_ID = re.compile(STREAM_ID_PATTERN, re.ASCII)
+UINT64_MAX = 2**64 - 1
+
+
+def stream_position(request) -> str:
+    """Where a resumed stream starts (Last-Event-ID, else ?after=, else the beginning). Checked here, before the
+    200 headers go out: Redis refuses a malformed id only once the stream is being read."""
+    for name, value in (("Last-Event-ID", request.headers.get("Last-Event-ID")),
+                        ("after", request.GET.get("after"))):  # GET: a DRF or a plain Django request
+        if not value:
+            continue
+        value = value.strip()
+        if not STREAM_ID.match(value) or any(int(part) > UINT64_MAX for part in value.split("-")):
+            raise serializers.ValidationError(
+                {name: ['An event id as sent in the stream\'s "id:" lines (<milliseconds>-<sequence>), or 0.']})
+        return value
+    return "0"
+
+
 def sse_response(request, message_id: int, prelude: list | tuple = ()) -> StreamingHttpResponse:
-    after = "0" if prelude else request.headers.get("Last-Event-ID") or request.query_params.get("after") or "0"
+    after = "0" if prelude else stream_position(request)
     response = StreamingHttpResponse(sse_relay(tenant=request.tenant, message_id=message_id, after=after,
                                                prelude=prelude),
                                      content_type="text/event-stream")
@@ -179,6 +219,7 @@ class AssistantChat(APIView):
                     "(extractive quotes or a generative model). Errors: 404 unknown "
                     "assistant or conversation, 400 bad field, 403 missing 'chat' scope, 429 quota (Retry-After), "
                     "502/503 model failure.",
+        extensions=errors(*ANSWER_ERRORS),
     )
     def post(self, request, assistant_id):
         assistant = selectors.assistant_get(tenant=request.tenant, assistant_id=assistant_id)
@@ -256,8 +297,13 @@ class MessageDetail(APIView):
 
 class MessageStream(APIView):
     @extend_schema(responses={(200, "text/event-stream"): SSE_FOLLOW_DOC},
-                   parameters=[OpenApiParameter("after", str, description="Resume after this event id "
-                                                "(or send Last-Event-ID)")],
+                   parameters=[
+                       OpenApiParameter("after", str, pattern=STREAM_ID_PATTERN,
+                                        description="Resume after this event id (an `id:` of the stream; 0: from "
+                                                    "the start)"),
+                       OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER, pattern=STREAM_ID_PATTERN,
+                                        description="What EventSource sends when it reconnects; wins over `after`"),
+                   ],
                    summary="Follow an answer as server-sent events (resumable)")
     def get(self, request, message_id):
         answer = selectors.answer_get(tenant=request.tenant, message_id=message_id, **visible(request))
@@ -279,7 +325,8 @@ class MessageRegenerate(APIView):
     required_scopes = {"POST": "chat"}
 
     @extend_schema(request=None, parameters=[OpenApiParameter("stream", bool)],
-                   responses={201: ChatResponseSerializer, (200, "text/event-stream"): SSE_DOC},
+                   responses={201: RegenerateResponseSerializer, (200, "text/event-stream"): SSE_DOC},
+                   extensions=errors(*ANSWER_ERRORS),
                    summary="Answer the same question again (a new version; older versions stay)")
     def post(self, request, message_id):
         answer = selectors.answer_get(tenant=request.tenant, message_id=message_id, **visible(request))
@@ -302,7 +349,7 @@ class MessageFeedback(APIView):
     def _answer(self, request, message_id):
         return selectors.answer_get(tenant=request.tenant, message_id=message_id, **visible(request))
 
-    @extend_schema(responses=FeedbackSerializer, summary="The feedback on an answer (rating null: none yet)")
+    @extend_schema(responses=FeedbackStateSerializer, summary="The feedback on an answer (rating null: none yet)")
     def get(self, request, message_id):
         feedback = selectors.feedback_for(message=self._answer(request, message_id))
         if feedback is None:

@@ -23,8 +23,16 @@ from rest_framework.views import APIView
 
 from accounts.api import as_drf_validation_error
 from accounts.api_errors import error_body
+from accounts.schema import errors
 from chat import answers, defaults, selectors, services
-from chat.api import actor, error_response, usage_header_values, usage_headers
+from chat.api import (
+    ANSWER_ERRORS,
+    SSE_EVENT_SCHEMA,
+    actor,
+    error_response,
+    usage_header_values,
+    usage_headers,
+)
 from chat.models import Conversation, Message
 from chat.serializers import message_payload
 from chat.sse import answer_events
@@ -170,18 +178,23 @@ async def completion_chunks(*, tenant, message_id: int, model: str, created: int
             return
 
 
+COMPLETION_DOC = (
+    "An OpenAI chat.completion object plus `citations` (the chunks the answer cites), `sources` (every chunk it "
+    "was given, each with `cited`) and `ragdesk` ({conversation_id, message_id, status, answered_by: "
+    "extractive|generative, warnings}); with stream=true, text/event-stream of chat.completion.chunk events whose "
+    "final chunk carries the same extensions, ending with data: [DONE]"
+)
+
+
 class ChatCompletions(APIView):
     required_scopes = {"POST": "chat"}
 
     @extend_schema(
         request=CompletionRequestSerializer,
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="An OpenAI chat.completion object plus "
-                                        "`citations` (the chunks the answer cites), `sources` (every chunk it was "
-                                        "given, each with `cited`) and `ragdesk` ({conversation_id, message_id, "
-                                        "status, answered_by: extractive|generative, warnings}); with "
-                                        "stream=true, chat.completion.chunk events whose final chunk carries the "
-                                        "same extensions, ending with data: [DONE]")},
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description=COMPLETION_DOC),
+                   (200, "text/event-stream"): OpenApiResponse(SSE_EVENT_SCHEMA, description=COMPLETION_DOC)},
         summary="OpenAI-compatible chat completions (model = assistant name or id)",
+        extensions=errors(*ANSWER_ERRORS),
     )
     def post(self, request):
         serializer = CompletionRequestSerializer(data=request.data)

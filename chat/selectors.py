@@ -46,6 +46,8 @@ def _visible(qs: QuerySet, *, user=None, api_key=None) -> QuerySet:
 def conversation_list(*, tenant, user=None, api_key=None, query: str = "") -> QuerySet:
     qs = _visible(Conversation.objects.filter(tenant=tenant), user=user, api_key=api_key)
     query = (query or "").strip()
+    if "\x00" in query:
+        return qs.none()  # stored text never holds a NUL (PostgreSQL refuses it, and would refuse the query)
     if query:
         in_messages = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=query)
         qs = qs.filter(Q(title__icontains=query) | Exists(in_messages))

@@ -214,8 +214,12 @@ class ChatRequestSerializer(serializers.Serializer):
                                       help_text="true: answer as text/event-stream (step..., meta, token..., done | error).")
 
 
-class ChatResponseSerializer(serializers.Serializer):
+class RegenerateResponseSerializer(serializers.Serializer):
     conversation_id = serializers.IntegerField()
+    answer = MessageSerializer(help_text="The new version of the answer (question_id names the question).")
+
+
+class ChatResponseSerializer(RegenerateResponseSerializer):
     question = MessageSerializer()
     answer = MessageSerializer()
 
@@ -228,3 +232,11 @@ class FeedbackSerializer(serializers.ModelSerializer):
         model = Feedback
         fields = ["rating", "comment", "updated_at"]
         read_only_fields = ["updated_at"]
+
+
+class FeedbackStateSerializer(FeedbackSerializer):
+    """GET feedback: what was given, or rating and updated_at null when there is none yet."""
+
+    rating = serializers.ChoiceField(choices=[1, -1], allow_null=True, help_text="1 helpful, -1 not helpful, "
+                                                                                  "null: no feedback yet")
+    updated_at = serializers.DateTimeField(allow_null=True, read_only=True)

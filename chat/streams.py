@@ -19,12 +19,24 @@ from functools import cache
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.retry
+import redis.retry
 from django.conf import settings
+from redis.backoff import EqualJitterBackoff
 
 STREAM_TTL_S = 3600
 # Readers block on XREAD for up to a few seconds; redis-py's default 5 s socket timeout would cut them off.
 SOCKET_TIMEOUT_S = 30
 FINAL_KINDS = ("done", "error")
+# Redis may restart under running answers (a deploy, a crash). Every command then reconnects and tries again
+# with backoff (0.05 s doubling to 1 s, jittered) for roughly 15-25 s before it raises, so the worker goes on
+# publishing and readers go on reading after the last entry they saw, as if nothing had happened. redis-py's
+# own default gives up after about 1.5 s.
+OUTAGE_RETRIES = 30
+
+
+def _backoff() -> EqualJitterBackoff:
+    return EqualJitterBackoff(cap=1.0, base=0.05)
 
 
 def stream_key(message_id: int) -> str:
@@ -35,14 +47,27 @@ def cancel_key(message_id: int) -> str:
     return f"ragdesk:chat:{message_id}:cancel"
 
 
+# A client shared by many threads or tasks (a chat worker's hundreds of answers, a web process's streams) waits
+# for one of this many connections instead of failing with "Too many connections" (redis-py's pools hold 100).
+SHARED_CONNECTIONS = 50
+SHARED_WAIT_S = 20
+
+
 @cache
 def client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=SOCKET_TIMEOUT_S)
+    return redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(
+        settings.REDIS_URL, max_connections=SHARED_CONNECTIONS, timeout=SHARED_WAIT_S,
+        socket_timeout=SOCKET_TIMEOUT_S, retry=redis.retry.Retry(_backoff(), OUTAGE_RETRIES)))
 
 
-def async_client() -> aioredis.Redis:
-    """A client for the running event loop (asyncio clients can't be shared across loops); close it after use."""
-    return aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=SOCKET_TIMEOUT_S)
+def async_client(*, shared: bool = False) -> aioredis.Redis:
+    """A client for the running event loop (asyncio clients can't be shared across loops); close it after use.
+    `shared`: many tasks use it at once (they take turns on SHARED_CONNECTIONS connections)."""
+    options = {"socket_timeout": SOCKET_TIMEOUT_S, "retry": redis.asyncio.retry.Retry(_backoff(), OUTAGE_RETRIES)}
+    if shared:
+        return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=SHARED_CONNECTIONS, timeout=SHARED_WAIT_S, **options))
+    return aioredis.Redis.from_url(settings.REDIS_URL, **options)
 
 
 def _fields(kind: str, data: dict | None) -> dict:
@@ -130,9 +155,27 @@ class AsyncStream:
         self.message_id = message_id
         self.key = stream_key(message_id)
         self.redis = redis_client or async_client()
+        self._owns_client = redis_client is None  # a shared client (chat.stream_hub's) stays open
+        self._text = ""  # the text this writer published, to restore a stream that lost its entries
 
     async def publish(self, kind: str, data: dict | None = None) -> str:
-        entry_id = await self.redis.xadd(self.key, _fields(kind, data))
+        # NOMKSTREAM: a stream that is gone is not silently started again with this entry alone.
+        entry_id = await self.redis.xadd(self.key, _fields(kind, data), nomkstream=True)
+        if kind == "token":
+            self._text += (data or {}).get("text", "")
+        elif kind == "reset":
+            self._text = ""
+        if entry_id is None:
+            # Redis came back empty (restarted without its data) under this answer. Readers go on reading after
+            # the last entry they saw: tell them to start over, with the whole text so far.
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xadd(self.key, _fields("reset", {}))
+            if self._text:
+                pipe.xadd(self.key, _fields("token", {"text": self._text}))
+            if kind not in ("token", "reset"):
+                pipe.xadd(self.key, _fields(kind, data))
+            pipe.expire(self.key, STREAM_TTL_S)
+            entry_id = (await pipe.execute())[-2]
         return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
 
     async def touch(self) -> None:
@@ -152,4 +195,5 @@ class AsyncStream:
         return bool(await self.redis.exists(cancel_key(self.message_id)))
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        if self._owns_client:
+            await self.redis.aclose()

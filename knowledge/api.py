@@ -3,11 +3,12 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, generics, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api import as_drf_validation_error
+from accounts.schema import errors
+from config.parsers import FormParser, JSONParser, MultiPartParser
 from knowledge import selectors, services
 from knowledge.models import Document
 from knowledge.serializers import (
@@ -147,7 +148,8 @@ class DocumentDetail(APIView):
 
 
 class DocumentRetry(APIView):
-    @extend_schema(request=None, responses={202: DocumentSerializer}, summary="Run a failed document again")
+    @extend_schema(request=None, responses={202: DocumentSerializer}, extensions=errors(409),
+                   summary="Run a failed document again")
     def post(self, request, document_id):
         document = selectors.document_get(tenant=request.tenant, document_id=document_id)
         try:

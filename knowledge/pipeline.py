@@ -8,27 +8,36 @@ Crash safety. The database is the queue; Celery messages only say "look at docum
   * Chunks are written per embedding batch, keyed by (document, ordinal) with ON CONFLICT DO NOTHING. A run
     that resumes a version re-parses (cheap, deterministic) and embeds only the ordinals still missing, so
     there are never duplicate or missing chunks. A new version first deletes the old chunks in one transaction.
-  * A worker that dies leaves the document in parsing/chunking/embedding with an old heartbeat; the watchdog
-    (Celery beat, `watchdog()`) puts it back in the queue, or fails it after INGEST_MAX_ATTEMPTS claims.
+  * A claimed run beats every INGEST_HEARTBEAT_SECONDS from a side thread (knowledge.heartbeat), however long
+    one step takes. A worker that dies leaves the document in parsing/chunking/embedding with a heartbeat that
+    stops; after INGEST_STALE_AFTER_SECONDS (a few missed beats) the watchdog (Celery beat, `watchdog()`) puts
+    it back in the queue, or fails it after INGEST_MAX_ATTEMPTS claims. Heartbeats and the stale cutoff both use
+    the database clock.
   * Transient errors (network, rate limits, database hiccups) requeue the document with exponential backoff
     (`retry_at`); permanent ones (bad file, refused key) fail it with the reason shown to the user.
+  * Size: right after parsing, degenerate text (knowledge.degenerate) and documents over the plan's chunk
+    limits (knowledge.limits) fail with the reason, before any chunking or embedding work.
 
 Fairness. Documents are not pushed to Celery at upload. `dispatch()` keeps at most INGEST_DISPATCH_WINDOW
 messages out for all tenants together and fills free slots round-robin across tenants, a tenant with fewer
 documents in flight first. A tenant with 10,000 queued files therefore holds at most the window, and another
-tenant's upload is dispatched as soon as one slot frees.
+tenant's upload is dispatched as soon as one slot frees. A run that has embedded for INGEST_YIELD_AFTER_SECONDS
+while another tenant's document waits goes back to the queue between two batches (keeping its chunks, without
+counting an attempt), so one large document cannot hold a worker slot while others wait.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
@@ -65,16 +74,23 @@ class Transient(Exception):
     """Worth retrying later."""
 
 
+class Yielded(Exception):
+    """The run gives its worker slot to waiting work and resumes later."""
+
+
 # ------------------------------------------------------------------ one run
 
 
 class Run:
-    def __init__(self, tenant: Tenant, document: Document, token: str):
+    def __init__(self, tenant: Tenant, document: Document, token: str, *, may_yield: bool = False):
         self.tenant = tenant
+        self.may_yield = may_yield
         self.document = document
         self.kb: KnowledgeBase = document.kb
         self.token = token
         self.version = document.version
+        self.started = time.monotonic()
+        self._yield_checked = 0.0
 
     # ---- conditional writes
     def _owned(self):
@@ -85,9 +101,8 @@ class Run:
             raise Superseded
 
     def _set(self, **fields) -> None:
-        now = timezone.now()
-        fields.setdefault("heartbeat_at", now)
-        fields.setdefault("updated_at", now)
+        fields.setdefault("heartbeat_at", Now())  # the database clock, as the watchdog's cutoff
+        fields.setdefault("updated_at", timezone.now())
         if not self._owned().update(**fields):
             raise Superseded
         for key, value in fields.items():
@@ -99,7 +114,7 @@ class Run:
 
     # ---- stages
     def execute(self) -> None:
-        from knowledge import chunking, parsers
+        from knowledge import chunking, limits, parsers
         from knowledge.embeddings import EmbeddingError, get_embedder
         from knowledge.parsers import ParseError, UnsupportedFile, format_for
         from knowledge.search import services as search
@@ -112,6 +127,7 @@ class Run:
         data = self._read_file()
         parsed = parsers.parse(fmt, data, filename=doc.filename, progress=self.heartbeat)
         del data
+        allowed = limits.check_parsed(tenant=self.tenant, document_id=doc.pk, parsed=parsed, kb=kb)
         update = {"status": CHUNKING, "page_count": parsed.page_count}
         if parsed.title and doc.title == doc.filename:
             update["title"] = parsed.title[:300]
@@ -121,7 +137,9 @@ class Run:
         del parsed
         if not drafts:
             raise ParseError(MSG_NO_CHUNKS)
+        limits.check_document(allowed, len(drafts))
         with transaction.atomic():
+            limits.reserve(tenant=self.tenant, document_id=doc.pk, allowed=allowed, chunks=len(drafts))
             self._lock()
             fresh = Document.objects.filter(pk=doc.pk).values("chunks_version", "chunks_total").get()
             if fresh["chunks_version"] != self.version or fresh["chunks_total"] != len(drafts):
@@ -130,6 +148,7 @@ class Run:
             existing = set(Chunk.objects.filter(document_id=doc.pk).values_list("ordinal", flat=True))
             self._set(status=EMBEDDING, chunks_version=self.version, chunks_total=len(drafts),
                       chunks_embedded=len(existing))
+        prepared = time.monotonic() - self.started  # what resuming costs: read, parse, chunk again
 
         embedder = get_embedder(kb.embedding_model)
         if embedder.dim != kb.embedding_dim:
@@ -139,7 +158,10 @@ class Run:
             )
         todo = [d for d in drafts if d.ordinal not in existing]
         batch_size = max(1, int(conf("INGEST_EMBED_BATCH", 32)))
+        embedding_since = time.monotonic()
         for start in range(0, len(todo), batch_size):
+            if start and self.may_yield and self._should_yield(time.monotonic() - embedding_since, prepared):
+                raise Yielded
             batch = todo[start:start + batch_size]
             vectors = embedder.embed_documents(
                 [d.embed_text for d in batch], tenant=self.tenant, usage=self._usage(batch[0].ordinal)
@@ -156,6 +178,16 @@ class Run:
                 self._set(chunks_embedded=Chunk.objects.filter(document_id=doc.pk).count())
 
         self._finish(len(drafts))
+
+    def _should_yield(self, embedding_for: float, prepared: float) -> bool:
+        """After a slice of embedding (at least four times what resuming costs), when another tenant waits."""
+        if embedding_for < max(float(conf("INGEST_YIELD_AFTER_SECONDS", 120)), 4 * prepared):
+            return False
+        now = time.monotonic()
+        if now - self._yield_checked < 5:  # one query every few seconds at most
+            return False
+        self._yield_checked = now
+        return others_waiting(tenant_id=self.tenant.pk)
 
     def _finish(self, expected: int) -> None:
         from knowledge.search import services as search
@@ -199,7 +231,12 @@ class Run:
     def fail(self, message: str) -> None:
         now = timezone.now()
         self._owned().update(status=FAILED, error=message[:2000], finished_at=now, claim_token="",
-                             dispatched_at=None, heartbeat_at=now, updated_at=now)
+                             dispatched_at=None, heartbeat_at=Now(), updated_at=now)
+
+    def release(self) -> None:
+        """Back to the queue to resume later: the chunks stay, and this claim does not count as an attempt."""
+        self._owned().update(status=QUEUED, claim_token="", dispatched_at=None, retry_at=None, error="",
+                             attempts=F("attempts") - 1, heartbeat_at=Now(), updated_at=timezone.now())
 
     def defer(self, reason: str) -> None:
         """Back to the queue with backoff, or failed when the attempts are used up."""
@@ -211,7 +248,7 @@ class Run:
         delay = min(conf("INGEST_RETRY_BASE_SECONDS", 10) * (3 ** (attempts - 1)), 900) * random.uniform(0.8, 1.2)
         now = timezone.now()
         self._owned().update(status=QUEUED, claim_token="", dispatched_at=None, retry_at=now + timedelta(seconds=delay),
-                             error=f"Retrying: {reason}"[:2000], heartbeat_at=now, updated_at=now)
+                             error=f"Retrying: {reason}"[:2000], heartbeat_at=Now(), updated_at=now)
 
 
 def claim(*, document_id: int, version: int | None, force: bool = False) -> str | None:
@@ -223,36 +260,46 @@ def claim(*, document_id: int, version: int | None, force: bool = False) -> str 
         waiting = waiting.filter(version=version)
     if not force:
         waiting = waiting.filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now))
-    claimed = waiting.update(status=PARSING, claim_token=token, heartbeat_at=now, started_at=now, finished_at=None,
+    claimed = waiting.update(status=PARSING, claim_token=token, heartbeat_at=Now(), started_at=now, finished_at=None,
                              attempts=F("attempts") + 1, retry_at=None, error="", updated_at=now)
     return token if claimed else None
 
 
-def run_document(*, document_id: int, version: int | None = None, force: bool = False) -> str:
-    """Process one document if it is waiting. Returns what happened: ready, failed, deferred, skipped..."""
+def run_document(*, document_id: int, version: int | None = None, force: bool = False, may_yield: bool = False) -> str:
+    """Process one document if it is waiting. Returns what happened: ready, failed, deferred, skipped, yielded...
+    `may_yield`: a worker's run, which hands its slot to other tenants' waiting work now and then (an inline
+    run has no slot to share and always goes to the end)."""
     with system_scope():
         tenant_id = Document.all_tenants.filter(pk=document_id).values_list("tenant_id", flat=True).first()
     if tenant_id is None:
         return "gone"
     tenant = Tenant.objects.get(pk=tenant_id)
     with tenant_scope(tenant):
-        return _run(tenant, document_id, version, force)
+        return _run(tenant, document_id, version, force, may_yield)
 
 
-def _run(tenant: Tenant, document_id: int, version: int | None, force: bool) -> str:
+def _run(tenant: Tenant, document_id: int, version: int | None, force: bool, may_yield: bool) -> str:
     from celery.exceptions import SoftTimeLimitExceeded
 
     from knowledge.embeddings import EmbeddingError
+    from knowledge.heartbeat import Heartbeat
     from knowledge.parsers import ParseError
 
     token = claim(document_id=document_id, version=version, force=force)
     if token is None:
         return "skipped"
     document = Document.objects.select_related("kb").get(pk=document_id)
-    run = Run(tenant, document, token)
+    run = Run(tenant, document, token, may_yield=may_yield)
+    beats = Heartbeat(tenant=tenant, document_id=document_id, token=token, version=run.version,
+                      interval=float(conf("INGEST_HEARTBEAT_SECONDS", 5)))
     try:
-        run.execute()
+        with beats:
+            run.execute()
         return "ready"
+    except Yielded:
+        run.release()
+        log.info("document %s v%s yields its worker slot to waiting work", document_id, run.version)
+        return "yielded"
     except Superseded:
         log.info("document %s v%s superseded during processing", document_id, run.version)
         return "superseded"
@@ -328,6 +375,14 @@ def pick_fair(slots: int) -> list[tuple[int, int]]:
         return [(row[0], row[1]) for row in cursor.fetchall()]
 
 
+def others_waiting(*, tenant_id: int) -> bool:
+    """Another tenant has a document that could run now (system scope: a question about everyone's queue)."""
+    with system_scope():
+        return Document.all_tenants.filter(status=QUEUED).exclude(tenant_id=tenant_id).filter(
+            Q(retry_at__isnull=True) | Q(retry_at__lte=timezone.now())
+        ).exists()
+
+
 def in_flight() -> int:
     return Document.all_tenants.filter(
         Q(status=QUEUED, dispatched_at__isnull=False) | Q(status__in=IN_PROGRESS)
@@ -362,15 +417,20 @@ def request_dispatch() -> None:
 
 
 def watchdog(*, stale_after: float | None = None, now=None, send=None) -> dict:
-    """Requeue work whose worker died or whose message was lost; fail documents that keep crashing workers."""
+    """Requeue work whose worker died or whose message was lost; fail documents that keep crashing workers.
+
+    A run is dead after INGEST_STALE_AFTER_SECONDS without a heartbeat, by the database clock unless `now` is
+    given; a task message is lost when no worker took it within INGEST_LOST_AFTER_SECONDS (messages may wait
+    in the queue behind long documents, so that is a longer wait)."""
+    stale_after = conf("INGEST_STALE_AFTER_SECONDS", 30) if stale_after is None else stale_after
+    stale_cutoff = (now - timedelta(seconds=stale_after)) if now else Now() - timedelta(seconds=stale_after)
     now = now or timezone.now()
-    stale_after = conf("INGEST_STALE_AFTER_SECONDS", 600) if stale_after is None else stale_after
-    cutoff = now - timedelta(seconds=stale_after)
+    lost_cutoff = now - timedelta(seconds=conf("INGEST_LOST_AFTER_SECONDS", 600))
     max_attempts = conf("INGEST_MAX_ATTEMPTS", 5)
     with system_scope():
-        lost = Document.all_tenants.filter(status=QUEUED, dispatched_at__lt=cutoff).update(dispatched_at=None)
+        lost = Document.all_tenants.filter(status=QUEUED, dispatched_at__lt=lost_cutoff).update(dispatched_at=None)
         dead = Document.all_tenants.filter(status__in=IN_PROGRESS).filter(
-            Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)
+            Q(heartbeat_at__lt=stale_cutoff) | Q(heartbeat_at__isnull=True)
         )
         given_up = dead.filter(attempts__gte=max_attempts).update(
             status=FAILED, claim_token="", dispatched_at=None, finished_at=now, updated_at=now,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models.functions import Greatest
 
 from accounts.models import Tenant
 from accounts.selectors import tenant_object_or_404, tenant_objects
@@ -52,3 +53,15 @@ def document_get(*, tenant: Tenant, document_id) -> Document:
 
 def chunk_list(*, tenant: Tenant, document: Document) -> QuerySet:
     return tenant_objects(Chunk, tenant=tenant).filter(document=document).defer("embedding").order_by("ordinal")
+
+
+def chunk_usage(*, tenant: Tenant, exclude_document_id: int | None = None) -> int:
+    """The tenant's chunks: stored ones, plus those that documents being embedded have still to write.
+    `exclude_document_id`: leave out a document about to replace its own chunks."""
+    stored = tenant_objects(Chunk, tenant=tenant)
+    embedding = tenant_objects(Document, tenant=tenant).filter(status=Document.Status.EMBEDDING)
+    if exclude_document_id is not None:
+        stored = stored.exclude(document_id=exclude_document_id)
+        embedding = embedding.exclude(pk=exclude_document_id)
+    pending = embedding.aggregate(n=Sum(Greatest(F("chunks_total") - F("chunks_embedded"), 0)))["n"] or 0
+    return stored.count() + pending

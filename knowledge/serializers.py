@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from knowledge.models import Chunk, Document, KnowledgeBase
@@ -5,13 +6,18 @@ from knowledge.services import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 
 
 class KnowledgeBaseSerializer(serializers.ModelSerializer):
-    document_count = serializers.IntegerField(read_only=True, required=False)
+    document_count = serializers.SerializerMethodField()
 
     class Meta:
         model = KnowledgeBase
         fields = ["id", "name", "description", "language", "embedding_model", "embedding_dim", "chunk_size",
                   "chunk_overlap", "retrieval", "created_at", "updated_at", "document_count"]
         read_only_fields = ["id", "embedding_dim", "created_at", "updated_at", "document_count"]
+
+    def get_document_count(self, kb) -> int:
+        """Annotated by the list selector; counted for a single knowledge base (create, get, change)."""
+        counted = getattr(kb, "document_count", None)
+        return kb.documents.count() if counted is None else counted
 
 
 class KnowledgeBaseWriteSerializer(serializers.Serializer):
@@ -36,7 +42,7 @@ class ProgressSerializer(serializers.Serializer):
 class DocumentSerializer(serializers.ModelSerializer):
     progress = serializers.SerializerMethodField()
     kb_id = serializers.IntegerField(read_only=True)
-    retry_at = serializers.DateTimeField(read_only=True)
+    retry_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
     class Meta:
         model = Document
@@ -45,6 +51,7 @@ class DocumentSerializer(serializers.ModelSerializer):
                   "started_at", "finished_at"]
         read_only_fields = fields
 
+    @extend_schema_field(ProgressSerializer)
     def get_progress(self, document) -> dict:
         return {"chunks_embedded": document.chunks_embedded, "chunks_total": document.chunks_total,
                 "percent": document.progress_percent}

@@ -11,7 +11,7 @@ SOFT_TIME_LIMIT = 30 * 60
              time_limit=SOFT_TIME_LIMIT + 120)
 def process_document(document_id: int, version: int | None = None) -> str:
     try:
-        return pipeline.run_document(document_id=document_id, version=version)
+        return pipeline.run_document(document_id=document_id, version=version, may_yield=True)
     finally:
         pipeline.request_dispatch()  # refill the window: the next document, fairly chosen
 

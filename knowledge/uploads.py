@@ -87,17 +87,28 @@ class UploadLimitMiddleware:
         if length is not None and length > limit:
             return await self._refuse(scope, send)
         received = 0
+        cut_off = started = False
 
         async def limited_receive():
-            nonlocal received
+            nonlocal received, cut_off
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    cut_off = True
                     return {"type": "http.disconnect"}  # Django aborts the request; nothing is stored
             return message
 
-        return await self.app(scope, limited_receive, send)
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, limited_receive, tracked_send)
+        if cut_off and not started:
+            # Django returns without answering an aborted request; the client is still there, so it gets the
+            # same 413 as an announced oversize body (the server would otherwise answer 500).
+            await self._refuse(scope, send)
 
     async def _refuse(self, scope, send):
         from knowledge.services import too_large_message

@@ -60,7 +60,7 @@ class ProviderTest(APIView):
     required_scopes = {"POST": "admin"}
 
     @extend_schema(request=None, responses=ProviderTestSerializer,
-                   summary="Check the provider's URL and key (lists its models); errors come back as text")
+                   summary="Check the provider's URL and key: connected, refused, unreachable or not allowed")
     def post(self, request, provider_id: int):
         provider = selectors.tenant_provider_get(tenant=request.tenant, provider_id=provider_id)
         ok, message = services.tenant_provider_test(tenant=request.tenant, provider=provider)

@@ -55,13 +55,21 @@ RUNTIME_KEY = "runtime"
 
 @dataclass
 class Runtime:
-    """Which model server `make run` started or found: source is openai | ollama | llamacpp | none."""
+    """Which model server `make run` started or found: source is openai | ollama | llamacpp | none.
+
+    state "down": the llama.cpp server `start_local_llm` supervises stopped and is being restarted.
+    """
 
     source: str
     base_url: str = ""
     model: str = ""
     detail: str = ""
     updated_at: float = 0.0
+    state: str = "up"
+
+    @property
+    def down(self) -> bool:
+        return self.state == "down"
 
 
 _runtime_cache: tuple[float, Runtime | None] = (0.0, None)

@@ -23,6 +23,7 @@ import httpx
 from django.conf import settings
 
 from llm import state
+from llm.providers.base import guarded_sync_client
 from llm.registry import PoolSpec, ServerSpec
 
 logger = logging.getLogger(__name__)
@@ -99,9 +100,9 @@ def _cache_model(pool: PoolSpec, model: str) -> str:
 
 
 def _cache_key(pool: PoolSpec, model: str) -> str:
-    # The servers are part of the key: a pool whose servers change (admin) is rediscovered, and two tenants'
-    # providers of the same name never share an entry.
-    servers = hashlib.sha1("|".join(s.sid for s in pool.servers).encode()).hexdigest()[:10]
+    # The servers and their URLs are part of the key: a pool whose servers change (admin, a model server restarted
+    # on another port) is rediscovered, and two tenants' providers of the same name never share an entry.
+    servers = hashlib.sha1("|".join(f"{s.sid}@{s.base_url}" for s in pool.servers).encode()).hexdigest()[:10]
     return state.key("ctx", pool.name, servers, _cache_model(pool, model))
 
 
@@ -142,7 +143,9 @@ def discover(pool: PoolSpec, model: str) -> int | None:
     """Ask the pool's servers (sync HTTP, short timeouts); the smallest window any of them states."""
     timeout = float(settings.LLM_PROBE_TIMEOUT_S)
     found: list[int] = []
-    with httpx.Client(timeout=httpx.Timeout(timeout)) as client:
+    # A tenant's provider is asked through the client that reaches allowed addresses only (llm/netguard.py).
+    guarded = any(s.guarded for s in pool.servers)
+    with (guarded_sync_client(timeout) if guarded else httpx.Client(timeout=httpx.Timeout(timeout))) as client:
         for server in pool.servers:
             try:
                 window = _server_window(client, pool, server, model)

@@ -91,6 +91,9 @@ def trained_context(model_path: str) -> int | None:
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the server binds (uvicorn sets SO_REUSEADDR): connections of a server that just died, still in
+        # TIME_WAIT, do not keep its successor off the port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

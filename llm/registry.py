@@ -31,6 +31,8 @@ class ServerSpec:
     api_key: str = field(default="", repr=False)
     weight: float = 1.0
     slots: int = 1
+    # A tenant configured the URL: reached through llm/netguard.py only, and upstream error texts are not quoted.
+    guarded: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,7 @@ def env_pools() -> dict[str, PoolSpec]:
             context_windows=_env_context_windows("ollama"), **timeouts,
         )
     local_url = conf.get("LOCAL_LLM_URL")
-    if not local_url and runtime and runtime.source == "llamacpp":
+    if not local_url and runtime and runtime.source == "llamacpp" and not runtime.down:
         local_url = runtime.base_url
     if local_url:
         base = normalize_url(local_url)
@@ -246,7 +248,7 @@ def tenant_pool(provider) -> PoolSpec:
         first_token_timeout_s=float(conf.get("LLM_FIRST_TOKEN_TIMEOUT_S")),
         idle_timeout_s=float(conf.get("LLM_IDLE_TIMEOUT_S")),
         servers=(ServerSpec(sid=f"tenant:{provider.tenant_id}:{provider.pk}", name=f"tenant:{provider.name}",
-                            base_url=base, api_key=key, slots=provider.max_concurrency),),
+                            base_url=base, api_key=key, slots=provider.max_concurrency, guarded=True),),
     )
 
 
@@ -266,6 +268,18 @@ def tenant_provider_row(tenant, name: str):
 
 # --- resolution -----------------------------------------------------------------------------------------------
 
+LOCAL_POOL = "local"
+
+
+def local_server_down() -> str:
+    """Why the local model server `start_local_llm` supervises cannot answer now (it died and is being
+    restarted), else "". Distinct from "not configured": the pool exists, its server is down."""
+    runtime = conf.runtime_read()
+    if runtime is None or runtime.source != "llamacpp" or not runtime.down or conf.get("LOCAL_LLM_URL"):
+        return ""
+    return "the local model server is not responding (it stopped and is being restarted); try again in a moment"
+
+
 def resolve_pool(pool_name: str, *, tenant=None) -> PoolSpec:
     """The pool a target names (sync; touches the database at most every CACHE_S seconds)."""
     if pool_name in _static:
@@ -281,6 +295,8 @@ def resolve_pool(pool_name: str, *, tenant=None) -> PoolSpec:
     env = env_pools()
     if pool_name in env:
         return env[pool_name]
+    if pool_name == LOCAL_POOL and (down := local_server_down()):
+        raise ModelUnavailable(down)
     known = sorted(set(_static) | set(pools) | set(env))
     raise ModelUnavailable(
         f"no model pool or provider named '{pool_name}'" + (f" (configured: {', '.join(known)})" if known else

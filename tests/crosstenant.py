@@ -61,7 +61,7 @@ def _document(team):
 
 
 # Parameters that are not object ids of a tenant (secrets that identify themselves, language codes...).
-NOT_OBJECT_IDS = {"token"}
+NOT_OBJECT_IDS = {"token", "uidb64"}  # uidb64: a password-reset link names a user, with its token
 
 
 @builder("assistant_id")

@@ -1,8 +1,10 @@
 """The one settings module: everything that differs between machines comes from the environment."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
 from django.utils.translation import gettext_lazy as _
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -28,6 +30,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "axes",
+    "csp",
     "accounts",
     "billing",
     "llm",
@@ -38,7 +42,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "accounts.middleware.RequestIdMiddleware",
+    # Early: streaming responses give their database connection back; a full pool answers 503, not 500.
+    "config.connections.ConnectionMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     # Serves /static/ from the app itself (on-premise installs have no CDN or front proxy to lean on).
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -50,6 +57,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "accounts.middleware.TenantMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -91,6 +100,13 @@ DATABASES["default"].setdefault("OPTIONS", {})
 # Tenant-filtered HNSW scans must keep going until k rows pass the filter.
 DATABASES["default"]["OPTIONS"]["options"] = "-c hnsw.iterative_scan=relaxed_order"
 DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME", default="test_ragdesk")}
+# Row-level security (README "Tenancy"): the key that signs the scope the app sends PostgreSQL. Empty: derived
+# from SECRET_KEY. scripts/services.py keeps one in var/rls.key for its embedded PostgreSQL. The database holds
+# it too (installed by a superuser: scripts/services.py, or `manage.py rls_install` with DATABASE_ADMIN_URL).
+_rls_key_file = BASE_DIR / "var" / "rls.key"
+DATABASE_RLS_KEY = env("DATABASE_RLS_KEY", default=_rls_key_file.read_text().strip() if _rls_key_file.exists() else "")
+# A superuser URL for `rls_install` (and `migrate`, which installs the guard when it is missing). Not for the app.
+DATABASE_ADMIN_URL = env("DATABASE_ADMIN_URL", default="")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
@@ -105,6 +121,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_IMPORTS = ["config.celery_compat"]  # workers survive a broker restart with tasks in flight (Celery 5.7)
 CELERY_BEAT_SCHEDULE: dict = {}
 
 AUTH_USER_MODEL = "accounts.User"
@@ -116,6 +133,48 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+
+# Security (README "Security"). Production mode is DEBUG off: HTTPS-only defaults and closed sign-up follow
+# from it unless a variable says otherwise (an on-premise install served over plain HTTP sets HTTPS_ONLY=false).
+SIGNUP_OPEN = env.bool("SIGNUP_OPEN", default=DEBUG)  # off: people join by invitation only
+HTTPS_ONLY = env.bool("HTTPS_ONLY", default=not DEBUG)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=HTTPS_ONLY)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]  # probes from inside a cluster speak plain HTTP
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=HTTPS_ONLY)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=HTTPS_ONLY)
+LANGUAGE_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if HTTPS_ONLY else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=HTTPS_ONLY)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=HTTPS_ONLY)
+# uvicorn already trusts X-Forwarded-Proto/-For from FORWARDED_ALLOW_IPS (default: loopback). Other servers, or a
+# proxy uvicorn does not trust, name the header the TLS-terminating proxy sets, e.g. X-Forwarded-Proto.
+if _proxy_ssl_header := env("SECURE_PROXY_SSL_HEADER", default=""):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+# The UI serves all its own scripts and styles: nothing inline, no eval, nothing from elsewhere. The API docs
+# need no exception (split Swagger view, templates/drf_spectacular/); data: images are Swagger UI's CSS icons.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF], "script-src": [SELF], "style-src": [SELF], "img-src": [SELF, "data:"],
+        "connect-src": [SELF], "font-src": [SELF], "object-src": [NONE], "base-uri": [SELF],
+        "form-action": [SELF], "frame-ancestors": [NONE],
+    },
+}
+# Sign-in throttling (django-axes, accounts/throttle.py): LOGIN_FAILURE_LIMIT wrong passwords for one account,
+# or LOGIN_FAILURE_LIMIT_PER_ADDRESS from one client address (offices share one), pause sign-in for
+# LOGIN_LOCKOUT_MINUTES after the last failure. A successful password reset lifts the account's pause.
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+LOGIN_FAILURE_LIMIT_PER_ADDRESS = env.int("LOGIN_FAILURE_LIMIT_PER_ADDRESS", default=30)
+LOGIN_LOCKOUT_MINUTES = env.int("LOGIN_LOCKOUT_MINUTES", default=15)
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_HANDLER = "accounts.throttle.LoginThrottleHandler"
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own, not the pair: per account AND per address
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_USERNAME_CALLABLE = "accounts.throttle.login_username"
+AXES_LOCKOUT_CALLABLE = "accounts.views.login_locked_out"
+AXES_RESET_ON_SUCCESS = False  # a success would also clear the address's count: one own account resets a spray
+AXES_DISABLE_ACCESS_LOG = True  # successful sign-ins are not kept (no purge job for an ever-growing table)
 
 LANGUAGE_CODE = env("LANGUAGE_CODE", default="en")
 LANGUAGES = [("en", _("English")), ("ko", _("Korean"))]
@@ -136,6 +195,12 @@ STORAGES = {
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="ragdesk <noreply@localhost>")
+# For EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend (invitations, password resets, quota notices).
+EMAIL_HOST = env("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 
 # Encrypts tenants' own provider keys at rest (Fernet keys, comma separated, newest first).
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
@@ -148,7 +213,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.permissions.HasTenant"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "config.pagination.LimitOffsetPagination",  # limit clamped, bad values 400
+    # DRF's parsers, refusing U+0000 anywhere in the data (PostgreSQL cannot store it): 400, not a DataError
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.JSONParser", "config.parsers.FormParser",
+                               "config.parsers.MultiPartParser"],
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "accounts.api_errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -163,7 +231,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"EvalRunStatusEnum": "knowledge.search.models.EvalRun.Status"},
+    # Error responses (400/401/403/404...) with their body schema on every operation (accounts/schema.py).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "accounts.schema.document_errors"],
+    "ENUM_NAME_OVERRIDES": {
+        "EvalRunStatusEnum": "knowledge.search.models.EvalRun.Status",
+        "DocumentStatusEnum": "knowledge.models.Document.Status",  # else a "StatusA13Enum" and a check warning
+    },
 }
 
 INVITATION_TTL_HOURS = env.int("INVITATION_TTL_HOURS", default=72)
@@ -181,8 +254,20 @@ INGEST_MAX_UPLOAD_MB = env.int("INGEST_MAX_UPLOAD_MB", default=50)
 INGEST_EMBED_BATCH = env.int("INGEST_EMBED_BATCH", default=32)
 INGEST_DISPATCH_WINDOW = env.int("INGEST_DISPATCH_WINDOW", default=8)  # task messages out at once, all tenants
 INGEST_QUEUE = env("INGEST_QUEUE", default="ingest")
-INGEST_STALE_AFTER_SECONDS = env.int("INGEST_STALE_AFTER_SECONDS", default=600)
+# A claimed run beats every INGEST_HEARTBEAT_SECONDS (a side thread, whatever the run is doing); the watchdog
+# requeues a run silent for INGEST_STALE_AFTER_SECONDS, so a killed worker's document moves on within
+# stale + INGEST_WATCHDOG_SECONDS (45 s). A task message no worker took within INGEST_LOST_AFTER_SECONDS is resent.
+INGEST_HEARTBEAT_SECONDS = env.float("INGEST_HEARTBEAT_SECONDS", default=5.0)
+INGEST_STALE_AFTER_SECONDS = env.int("INGEST_STALE_AFTER_SECONDS", default=30)
+INGEST_LOST_AFTER_SECONDS = env.int("INGEST_LOST_AFTER_SECONDS", default=600)
 INGEST_MAX_ATTEMPTS = env.int("INGEST_MAX_ATTEMPTS", default=5)
+# Size (knowledge.limits): ceilings for every tenant (0: none), below which each plan sets its own limits
+# (billing.Plan.max_chunks_per_*). Degenerate text is refused once it would make this many chunks.
+INGEST_MAX_CHUNKS_PER_DOCUMENT = env.int("INGEST_MAX_CHUNKS_PER_DOCUMENT", default=20000)
+INGEST_MAX_CHUNKS_PER_TENANT = env.int("INGEST_MAX_CHUNKS_PER_TENANT", default=0)
+INGEST_DEGENERATE_MIN_CHUNKS = env.int("INGEST_DEGENERATE_MIN_CHUNKS", default=100)
+# A run that has embedded this long while another tenant's document waits hands over its worker slot and resumes.
+INGEST_YIELD_AFTER_SECONDS = env.float("INGEST_YIELD_AFTER_SECONDS", default=120.0)
 CELERY_BEAT_SCHEDULE["knowledge-ingest-watchdog"] = {
     "task": "knowledge.ingest_watchdog", "schedule": env.float("INGEST_WATCHDOG_SECONDS", default=15.0),
     "options": {"queue": "maintenance", "expires": 60},
@@ -215,6 +300,10 @@ LLM_FIRST_TOKEN_TIMEOUT_S = env.float("LLM_FIRST_TOKEN_TIMEOUT_S", default=120.0
 LLM_IDLE_TIMEOUT_S = env.float("LLM_IDLE_TIMEOUT_S", default=30.0)
 LLM_HEALTH_INTERVAL_S = env.float("LLM_HEALTH_INTERVAL_S", default=15.0)
 LLM_PROBE_TIMEOUT_S = env.float("LLM_PROBE_TIMEOUT_S", default=2.0)  # health checks and context-window discovery
+# Tenants' own provider URLs reach public addresses only (llm/netguard.py: no loopback, private, link-local/metadata,
+# reserved); CIDRs listed here are allowed too, e.g. "10.20.0.0/16" for a team's on-premises GPU box. Operator
+# pools (OPENAI_BASE_URL, OLLAMA_HOSTS, LOCAL_LLM_URL, the admin) are never restricted.
+LLM_ALLOWED_PRIVATE_NETWORKS = env.list("LLM_ALLOWED_PRIVATE_NETWORKS", default=[])
 # Per-model context windows that win over what servers say: "local/smollm2=4096,ollama/*=8192".
 LLM_CONTEXT_WINDOWS = env.dict("LLM_CONTEXT_WINDOWS", cast={"value": int}, default={})
 OLLAMA_MAX_CONTEXT = env.int("OLLAMA_MAX_CONTEXT", default=8192)  # num_ctx asked for when the Modelfile sets none

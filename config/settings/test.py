@@ -9,6 +9,11 @@ DEBUG = False
 SECRET_KEY = "test-only"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed: hashing is not under test
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# The test client and the live test servers speak plain HTTP; tests of the production defaults run
+# `check --deploy` in a subprocess (tests/test_deploy_check.py). Sign-up is open as under `make run`.
+SECURE_SSL_REDIRECT = SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = LANGUAGE_COOKIE_SECURE = False
+SECURE_HSTS_SECONDS = 0
+SIGNUP_OPEN = True
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=["sf2XT6L9Jz9v3ZXEl_C7lL0hN-WKGK7Sgoirt3a9_Cg="])
 MEDIA_ROOT = BASE_DIR / "var" / "test-media"  # noqa: F405
 

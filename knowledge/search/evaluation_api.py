@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import exceptions, generics, serializers, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.schema import errors
+from config.parsers import FormParser, JSONParser, MultiPartParser
 from knowledge import selectors as kb_selectors
 from knowledge.api import Conflict, PayloadTooLarge
 from knowledge.search import evaluation
@@ -202,7 +203,7 @@ class KnowledgeBaseEvalRuns(generics.ListAPIView):
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=EvalRunStartSerializer, responses={202: EvalRunSerializer},
+    @extend_schema(request=EvalRunStartSerializer, responses={202: EvalRunSerializer}, extensions=errors(409),
                    summary="Start an evaluation run of every test question (a worker scores it; poll the run)")
     def post(self, request, kb_id):
         kb = kb_selectors.kb_get(tenant=request.tenant, kb_id=kb_id)

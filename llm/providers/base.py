@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from billing.types import Usage
+from llm import netguard
 from llm.state import loop_resource
 
 
@@ -53,31 +54,32 @@ class ProviderError(Exception):
         self.prompt_tokens = prompt_tokens
 
     @classmethod
-    def context(cls, detail: str, *, server: str, status: int | None = None) -> ProviderError:
+    def context(cls, detail: str, *, server: str, status: int | None = None, echo: bool = True) -> ProviderError:
         window, prompt = context_numbers(detail)
-        return cls(f"{server} refused the prompt as too long for the model's context window: "
-                   f"{' '.join(detail.split())[:300]}", kind="context", status=status, retryable=False,
-                   server_fault=False, context_window=window, prompt_tokens=prompt)
+        said = f": {' '.join(detail.split())[:300]}" if echo else ""
+        return cls(f"{server} refused the prompt as too long for the model's context window{said}", kind="context",
+                   status=status, retryable=False, server_fault=False, context_window=window, prompt_tokens=prompt)
 
     @classmethod
-    def from_status(cls, status: int, detail: str, *, server: str) -> ProviderError:
+    def from_status(cls, status: int, detail: str, *, server: str, echo: bool = True) -> ProviderError:
+        """echo=False (tenant-configured servers): the upstream body decides the kind of error but is not quoted."""
         if 400 <= status < 600 and is_context_overflow(detail):
             # Some servers answer an overlong prompt with a 500; the words say whose fault it is.
-            return cls.context(detail, server=server, status=status)
-        detail = " ".join(detail.split())[:300]
+            return cls.context(detail, server=server, status=status, echo=echo)
+        said = f": {' '.join(detail.split())[:300]}" if echo else ""
         if status in (401, 403):
             return cls(f"{server} rejected the API key (HTTP {status})", kind="config", status=status,
                        retryable=False, server_fault=False)
         if status == 404:
-            return cls(f"{server}: model or endpoint not found (HTTP 404): {detail}", kind="config", status=status,
+            return cls(f"{server}: model or endpoint not found (HTTP 404){said}", kind="config", status=status,
                        retryable=True, server_fault=False)
         if status in (408, 409, 429, 503):
-            return cls(f"{server} is busy (HTTP {status}): {detail}", kind="http", status=status, retryable=True,
+            return cls(f"{server} is busy (HTTP {status}){said}", kind="http", status=status, retryable=True,
                        server_fault=False)
         if 400 <= status < 500:
-            return cls(f"{server} refused the request (HTTP {status}): {detail}", kind="config", status=status,
+            return cls(f"{server} refused the request (HTTP {status}){said}", kind="config", status=status,
                        retryable=False, server_fault=False)
-        return cls(f"{server} failed (HTTP {status}): {detail}", kind="http", status=status)
+        return cls(f"{server} failed (HTTP {status}){said}", kind="http", status=status)
 
 
 # How providers say "the prompt does not fit": llama-cpp-python ("Requested tokens (4787) exceed context window of
@@ -117,15 +119,31 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def http_client() -> httpx.AsyncClient:
-    """This event loop's pooled HTTP client (timeouts are given per request)."""
+_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=200)
+
+
+def http_client(server=None) -> httpx.AsyncClient:
+    """This event loop's pooled HTTP client for `server` (timeouts are given per request). Servers a tenant
+    configured (ServerSpec.guarded) get the client that reaches allowed addresses only (llm/netguard.py)."""
+    if server is not None and server.guarded:
+        return loop_resource(
+            "httpx-guarded",
+            lambda: httpx.AsyncClient(
+                timeout=None, headers={"User-Agent": "ragdesk-llm-gateway"}, follow_redirects=False,
+                transport=netguard.GuardedAsyncTransport(ssl_context=_ssl_context(), limits=_LIMITS),
+            ),
+        )
     return loop_resource(
         "httpx",
-        lambda: httpx.AsyncClient(
-            timeout=None, limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
-            headers={"User-Agent": "ragdesk-llm-gateway"}, verify=_ssl_context(),
-        ),
+        lambda: httpx.AsyncClient(timeout=None, limits=_LIMITS, headers={"User-Agent": "ragdesk-llm-gateway"},
+                                  verify=_ssl_context()),
     )
+
+
+def guarded_sync_client(timeout: float) -> httpx.Client:
+    """A short-lived sync client that reaches allowed addresses only (context-window discovery)."""
+    return httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False,
+                        transport=netguard.GuardedSyncTransport(ssl_context=_ssl_context()))
 
 
 def request_timeout(connect_s: float, *, read_s: float | None = None) -> httpx.Timeout:
@@ -133,11 +151,21 @@ def request_timeout(connect_s: float, *, read_s: float | None = None) -> httpx.T
     return httpx.Timeout(connect=connect_s, read=read_s, write=max(connect_s, 10.0), pool=max(connect_s, 10.0))
 
 
-def transport_error(exc: Exception, *, server: str) -> ProviderError:
+class AddressBlocked(ProviderError):
+    """A tenant-configured server resolved to an address the operator has not allowed (llm/netguard.py)."""
+
+    def __init__(self, server: str):
+        super().__init__(f"{server}: {netguard.NOT_ALLOWED}", kind="config", retryable=False, server_fault=False)
+
+
+def transport_error(exc: Exception, *, server: str, echo: bool = True) -> ProviderError:
+    if netguard.is_not_allowed(exc):
+        return AddressBlocked(server)
     if isinstance(exc, httpx.ConnectTimeout):
         return ProviderError(f"{server} did not accept a connection in time", kind="connect")
     if isinstance(exc, httpx.ConnectError):
-        return ProviderError(f"{server} is unreachable: {exc or 'connection refused'}", kind="connect")
+        said = f": {exc or 'connection refused'}" if echo else ""
+        return ProviderError(f"{server} is unreachable{said}", kind="connect")
     if isinstance(exc, httpx.TimeoutException):
         return ProviderError(f"{server} timed out", kind="timeout")
     return ProviderError(f"{server} dropped the connection: {type(exc).__name__}", kind="stream")

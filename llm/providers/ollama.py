@@ -73,10 +73,11 @@ async def _error_detail(response: httpx.Response) -> str:
 
 async def _ndjson(server: ServerSpec, path: str, body: dict, *, connect_timeout: float) -> AsyncIterator[dict]:
     try:
-        async with http_client().stream("POST", server.base_url + path, json=body,
-                                        timeout=request_timeout(connect_timeout)) as response:
+        async with http_client(server).stream("POST", server.base_url + path, json=body,
+                                              timeout=request_timeout(connect_timeout)) as response:
             if response.status_code != 200:
-                raise ProviderError.from_status(response.status_code, await _error_detail(response), server=server.name)
+                raise ProviderError.from_status(response.status_code, await _error_detail(response),
+                                                server=server.name, echo=not server.guarded)
             lines = response.aiter_lines()
             async for line in lines:
                 if not line.strip():
@@ -87,8 +88,9 @@ async def _ndjson(server: ServerSpec, path: str, body: dict, *, connect_timeout:
                     raise ProviderError(f"{server.name} sent a malformed stream line", kind="stream") from exc
                 if data.get("error"):
                     if is_context_overflow(str(data["error"])):
-                        raise ProviderError.context(str(data["error"]), server=server.name)
-                    raise ProviderError(f"{server.name}: {data['error']}", kind="stream")
+                        raise ProviderError.context(str(data["error"]), server=server.name, echo=not server.guarded)
+                    said = f": {data['error']}" if not server.guarded else " sent an error instead of an answer"
+                    raise ProviderError(f"{server.name}{said}", kind="stream")
                 yield data
                 if data.get("done"):
                     # Read to the end of the body so the connection goes back to the pool for the next call.
@@ -100,7 +102,7 @@ async def _ndjson(server: ServerSpec, path: str, body: dict, *, connect_timeout:
                         pass
                     return
     except httpx.HTTPError as exc:
-        raise transport_error(exc, server=server.name) from exc
+        raise transport_error(exc, server=server.name, echo=not server.guarded) from exc
     raise ProviderError(f"{server.name} ended the stream before it was done", kind="stream")
 
 
@@ -137,14 +139,15 @@ async def stream_generate(server: ServerSpec, model: str, prompt: str, *, params
 async def embed(server: ServerSpec, model: str, texts: list[str], *, connect_timeout: float = 3.0,
                 timeout: float = 120.0) -> tuple[list[list[float]], Usage | None]:
     try:
-        response = await http_client().post(
+        response = await http_client(server).post(
             server.base_url + "/api/embed", json={"model": model, "input": texts, "truncate": True},
             timeout=request_timeout(connect_timeout, read_s=timeout),
         )
     except httpx.HTTPError as exc:
-        raise transport_error(exc, server=server.name) from exc
+        raise transport_error(exc, server=server.name, echo=not server.guarded) from exc
     if response.status_code != 200:
-        raise ProviderError.from_status(response.status_code, await _error_detail(response), server=server.name)
+        raise ProviderError.from_status(response.status_code, await _error_detail(response), server=server.name,
+                                        echo=not server.guarded)
     data = response.json()
     vectors = data.get("embeddings")
     if not isinstance(vectors, list) or len(vectors) != len(texts):
@@ -155,18 +158,20 @@ async def embed(server: ServerSpec, model: str, texts: list[str], *, connect_tim
 
 
 async def probe(server: ServerSpec, *, timeout: float = 3.0, dialect: str = "") -> ProbeResult:
-    client = http_client()
+    client = http_client(server)
     t = request_timeout(timeout, read_s=timeout)
     try:
         version = await client.get(server.base_url + "/api/version", timeout=t)
         if version.status_code != 200:
-            raise ProviderError.from_status(version.status_code, await _error_detail(version), server=server.name)
+            raise ProviderError.from_status(version.status_code, await _error_detail(version), server=server.name,
+                                            echo=not server.guarded)
         tags = await client.get(server.base_url + "/api/tags", timeout=t)
         ps = await client.get(server.base_url + "/api/ps", timeout=t)
     except httpx.HTTPError as exc:
-        raise transport_error(exc, server=server.name) from exc
+        raise transport_error(exc, server=server.name, echo=not server.guarded) from exc
     if tags.status_code != 200:
-        raise ProviderError.from_status(tags.status_code, await _error_detail(tags), server=server.name)
+        raise ProviderError.from_status(tags.status_code, await _error_detail(tags), server=server.name,
+                                        echo=not server.guarded)
     try:
         models = [m.get("model") or m.get("name") for m in tags.json().get("models", [])]
         loaded = [m.get("model") or m.get("name") for m in ps.json().get("models", [])] if ps.status_code == 200 else []

@@ -10,6 +10,7 @@ Streams with stream_options.include_usage, reads cached-token counts, and maps p
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import AsyncIterator
 
@@ -35,7 +36,8 @@ STANDARD = {"temperature", "top_p", "max_tokens", "presence_penalty", "frequency
 SAMPLING = {"temperature", "top_p", "presence_penalty", "frequency_penalty"}
 REASONING_MODEL = re.compile(r"^(o\d|gpt-5)(?!.*chat)")
 
-# Servers found not to accept stream_options (older OpenAI-compatible servers): send it no more.
+# Servers found not to accept stream_options (older OpenAI-compatible servers): send it no more. Keyed by URL:
+# another server may answer there after a restart or a configuration change.
 _no_stream_options: set[str] = set()
 
 
@@ -67,11 +69,14 @@ def response_format(schema: dict, *, dialect: str) -> dict:
 
 
 def _client(server: ServerSpec, connect_timeout: float) -> openai.AsyncOpenAI:
+    # Keyed by what the client connects with, never by the server's id: a server whose URL changed (the local
+    # model server restarted on another port, an admin edit) must get a new client, not the old address.
+    key = hashlib.sha256(server.api_key.encode()).hexdigest()[:16]
     return loop_resource(
-        f"openai:{server.sid}:{hash(server.api_key)}:{connect_timeout}",
+        f"openai:{server.base_url}:{key}:{connect_timeout}:{server.guarded}",
         lambda: openai.AsyncOpenAI(
             base_url=server.base_url, api_key=server.api_key or "not-needed", max_retries=0,
-            timeout=request_timeout(connect_timeout), http_client=http_client(),
+            timeout=request_timeout(connect_timeout), http_client=http_client(server),
         ),
     )
 
@@ -87,27 +92,30 @@ def _error_text(body) -> str:
 
 
 def _as_provider_error(exc: Exception, *, server: ServerSpec) -> ProviderError:
+    echo = not server.guarded  # a tenant's server: its words decide the kind of error, they are not quoted
     if isinstance(exc, openai.APIStatusError):
         detail = _error_text(exc.body)
         # Never echo what the server says about a rejected key: it may quote part of the key.
         if exc.status_code in (401, 403):
             detail = ""
-        return ProviderError.from_status(exc.status_code, detail or exc.__class__.__name__, server=server.name)
+        return ProviderError.from_status(exc.status_code, detail or exc.__class__.__name__, server=server.name,
+                                         echo=echo)
     if isinstance(exc, openai.APIError) and not isinstance(exc, openai.APIConnectionError):
         # An error event inside a 200 stream (llama.cpp, vLLM): nothing was generated yet.
         detail = _error_text(exc.body) or exc.message
         if is_context_overflow(detail):
-            return ProviderError.context(detail, server=server.name)
-        return ProviderError(f"{server.name}: {' '.join(detail.split())[:300]}", kind="stream")
+            return ProviderError.context(detail, server=server.name, echo=echo)
+        said = f": {' '.join(detail.split())[:300]}" if echo else " sent an error instead of an answer"
+        return ProviderError(f"{server.name}{said}", kind="stream")
     if isinstance(exc, openai.APITimeoutError):
         return ProviderError(f"{server.name} timed out", kind="timeout")
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
         if isinstance(cause, httpx.HTTPError):
-            return transport_error(cause, server=server.name)
+            return transport_error(cause, server=server.name, echo=echo)
         return ProviderError(f"{server.name} is unreachable", kind="connect")
     if isinstance(exc, httpx.HTTPError):
-        return transport_error(exc, server=server.name)
+        return transport_error(exc, server=server.name, echo=echo)
     return ProviderError(f"{server.name}: {type(exc).__name__}", kind="stream")
 
 
@@ -125,7 +133,7 @@ async def stream_chat(server: ServerSpec, model: str, request: ChatRequest, *, d
     kwargs, extra, _ignored = map_params(request.params, dialect=dialect, model=model)
     if request.json_schema is not None:
         kwargs["response_format"] = response_format(request.json_schema, dialect=dialect)
-    if server.sid not in _no_stream_options:
+    if server.base_url not in _no_stream_options:
         kwargs["stream_options"] = {"include_usage": True}
     client = _client(server, connect_timeout)
     try:
@@ -135,7 +143,7 @@ async def stream_chat(server: ServerSpec, model: str, request: ChatRequest, *, d
         except openai.BadRequestError as exc:
             if "stream_options" not in str(exc) or "stream_options" not in kwargs:
                 raise
-            _no_stream_options.add(server.sid)
+            _no_stream_options.add(server.base_url)
             kwargs.pop("stream_options")
             stream = await client.chat.completions.create(model=model, messages=request.messages, stream=True,
                                                           extra_body=extra or None, **kwargs)
@@ -181,9 +189,10 @@ def server_root(base_url: str) -> str:
 async def _get_json(url: str, *, server: ServerSpec, timeout: float) -> tuple[int, dict | None]:
     headers = {"Authorization": f"Bearer {server.api_key}"} if server.api_key else {}
     try:
-        response = await http_client().get(url, headers=headers, timeout=request_timeout(timeout, read_s=timeout))
+        response = await http_client(server).get(url, headers=headers,
+                                                 timeout=request_timeout(timeout, read_s=timeout))
     except httpx.HTTPError as exc:
-        raise transport_error(exc, server=server.name) from exc
+        raise transport_error(exc, server=server.name, echo=not server.guarded) from exc
     try:
         data = response.json()
     except ValueError:

@@ -32,6 +32,27 @@ def test_every_tenant_table_has_forced_rls():
     assert protected == set(tables)
 
 
+def test_every_table_holding_tenant_data_has_forced_rls():
+    """Found from the catalog, not the models: every table with a tenant_id column, and every table with a foreign
+    key into one (many-to-many links, at any depth), has forced row-level security and a policy."""
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            WITH RECURSIVE tenant_data(oid) AS (
+                SELECT attrelid FROM pg_attribute WHERE attname = 'tenant_id' AND attnum > 0 AND NOT attisdropped
+                UNION
+                SELECT k.conrelid FROM pg_constraint k JOIN tenant_data t ON k.confrelid = t.oid WHERE k.contype = 'f'
+            )
+            SELECT c.relname, c.relrowsecurity AND c.relforcerowsecurity
+                   AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid)
+            FROM pg_class c JOIN tenant_data USING (oid)
+            WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace
+        """)
+        protected = dict(cursor.fetchall())
+    assert {"accounts_membership", "billing_subscription", "chat_assistant_knowledge_bases",
+            "search_evalquestion_expected_documents", *tenant_tables()} <= set(protected)
+    assert [table for table, ok in protected.items() if not ok] == []
+
+
 def test_app_role_is_not_a_superuser():
     with connection.cursor() as cursor:
         cursor.execute("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
@@ -40,7 +61,7 @@ def test_app_role_is_not_a_superuser():
 
 def test_raw_sql_without_the_setting_sees_zero_rows(tenant_a, tenant_b):
     """RLS holds even when application code forgets the scope and bypasses the ORM."""
-    with no_scope(), connection.cursor() as cursor:  # backend syncs app.tenant_id = '' here
+    with no_scope(), connection.cursor() as cursor:  # the backend sends an empty scope here
         cursor.execute("SELECT count(*) FROM accounts_apikey")
         assert cursor.fetchone()[0] == 0
         # Even a hand-written filter for another tenant finds nothing.

@@ -102,7 +102,7 @@ def test_upload_ask_stream_cite_and_stop(browser, tenant_a, fake_llm, reply, tmp
         page.fill("#ask-input", "How long do customers have to ask for a refund?")
         page.keyboard.press("Enter")  # keyboard send
         page.wait_for_selector(".answer[aria-busy=true] .answer-progress")
-        page.wait_for_function("document.querySelector('.answer-progress .step-label')?.textContent === 'Writing…'")
+        page.wait_for_function("() => document.querySelector('.answer-progress .step-label')?.textContent === 'Writing…'")
         page.screenshot(path=str(SCREENSHOTS / "chat-progress.png"), full_page=False)
         snapshots = text_snapshots(page, ".answer .answer-body", until="Gift cards are excluded")
         partial = [s for s in snapshots if s.strip() and "excluded" not in s]
@@ -151,3 +151,5 @@ def test_upload_ask_stream_cite_and_stop(browser, tenant_a, fake_llm, reply, tmp
         phone.screenshot(path=str(SCREENSHOTS / "chat-phone.png"))
         phone.close()
         page.close()
+    # Streaming answers (SSE, server-rendered HTML put into the page) keep to the Content-Security-Policy.
+    assert [e for e in errors if "Content Security Policy" in e or "Refused to" in e] == []

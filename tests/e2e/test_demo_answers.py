@@ -41,7 +41,7 @@ def ask(page, question: str) -> None:
     before = page.locator(".answer.status-done").count()
     page.fill("#ask-input", question)
     page.keyboard.press("Enter")
-    page.wait_for_function(f"document.querySelectorAll('.answer.status-done').length > {before}", timeout=120_000)
+    page.wait_for_function(f"() => document.querySelectorAll('.answer.status-done').length > {before}", timeout=120_000)
 
 
 def check_quoted_answer(page, passages: list[str], *, quoted_label: str, sources_word: str) -> None:
@@ -98,7 +98,7 @@ def test_demo_tenant_answers_the_sample_kb_by_quoting_in_english_and_korean(brow
         # The same conversation with the interface in Korean, asked in Korean.
         page.select_option("#lang", "ko")
         page.wait_for_load_state()
-        page.wait_for_function("document.documentElement.lang === 'ko'")
+        page.wait_for_function("() => document.documentElement.lang === 'ko'")
         record_step_labels(page)
         question, passages, _lang = KOREAN
         ask(page, question)

@@ -137,7 +137,8 @@ def test_upload_through_api_is_processed_by_a_real_worker(start_worker, tenant_a
             detail["progress"]["chunks_total"]
 
 
-def test_worker_killed_mid_document_then_watchdog_and_new_worker_finish_it_exactly(start_worker, tenant_a, api_a):
+def test_worker_killed_mid_document_is_found_within_a_minute_and_finished_exactly(start_worker, tenant_a, api_a):
+    """The default heartbeat and stale limit: no test shortcut decides the run is dead."""
     first = start_worker(INGEST_EMBED_BATCH=2)
     kb = make_kb(tenant_a.tenant, name="Crash KB")
     text = "\n\n".join(f"Paragraph {i}. " + " ".join([SENTENCE] * 6) for i in range(120))
@@ -150,6 +151,7 @@ def test_worker_killed_mid_document_then_watchdog_and_new_worker_finish_it_exact
         return document.status == "embedding" and 0 < document.chunks_embedded < document.chunks_total - 20
     _wait_for(partly_embedded, interval=0.02)
     first.kill()
+    killed_at = time.monotonic()
 
     crashed = _doc(document_id)
     assert crashed.status == "embedding"
@@ -158,12 +160,24 @@ def test_worker_killed_mid_document_then_watchdog_and_new_worker_finish_it_exact
     assert 0 < stored < crashed.chunks_total
 
     start_worker(INGEST_EMBED_BATCH=8)
-    # The run's heartbeat is recent, so only a watchdog that considers it stale hands the work on.
-    report = pipeline.watchdog(stale_after=0)
-    assert report["requeued"] == 1 and report["dispatched"] >= 1
+    # The beat task, every second here (every INGEST_WATCHDOG_SECONDS in production): it leaves the run alone
+    # while its last heartbeats are recent, then hands the document to the new worker.
+    stale = django_settings.INGEST_STALE_AFTER_SECONDS
+    every = django_settings.CELERY_BEAT_SCHEDULE["knowledge-ingest-watchdog"]["schedule"]
+    requeued_after = None
+    while time.monotonic() - killed_at < 60:
+        report = pipeline.watchdog()
+        if report["requeued"]:
+            requeued_after = time.monotonic() - killed_at
+            assert report["requeued"] == 1 and report["dispatched"] >= 1
+            break
+        time.sleep(1)
+    assert requeued_after is not None, "the dead run was not found within a minute"
+    assert stale - django_settings.INGEST_HEARTBEAT_SECONDS - 1 <= requeued_after <= stale + 5
     _wait_for(lambda: _doc(document_id).status in ("ready", "failed"))
     finished = _doc(document_id)
     assert finished.status == "ready", finished.error
+    assert time.monotonic() - killed_at <= 60 + every  # found by a beat task that runs every `every` seconds
     assert finished.attempts == 2
     with system_scope():
         ordinals = list(Chunk.all_tenants.filter(document_id=document_id).order_by("ordinal")

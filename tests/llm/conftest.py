@@ -20,3 +20,10 @@ def no_billing(monkeypatch):
     monkeypatch.setattr("billing.services.usage_record", lambda **kw: calls["record"].append(kw))
     monkeypatch.setattr("billing.services.quota_release", lambda **kw: calls["release"].append(kw))
     return calls
+
+
+@pytest.fixture
+def allow_loopback(settings):
+    """The fake model servers listen on 127.0.0.1: tenants' providers may reach them only when the operator allows
+    it (llm/netguard.py), as an operator would for an on-premises server."""
+    settings.LLM_ALLOWED_PRIVATE_NETWORKS = ["127.0.0.0/8"]

@@ -98,7 +98,8 @@ def test_managing_providers_needs_the_admin_scope(tenant_a):
     assert api_client(raw).get("/api/v1/llm/targets").status_code == 200
 
 
-def test_the_connection_test_reports_a_wrong_key_without_echoing_it(api_a, tenant_a, fake_ollama, caplog):
+def test_the_connection_test_reports_a_wrong_key_without_echoing_it(api_a, tenant_a, fake_ollama, caplog,
+                                                                   allow_loopback):
     fake = fake_ollama(api_key="the-right-one")
     provider = make(tenant_a, fake)
     caplog.set_level(logging.DEBUG)
@@ -117,7 +118,8 @@ def test_the_connection_test_reports_a_wrong_key_without_echoing_it(api_a, tenan
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_tenant_provider_answers_for_its_own_tenant_only(tenant_a, tenant_b, fake_ollama, no_billing, caplog):
+def test_a_tenant_provider_answers_for_its_own_tenant_only(tenant_a, tenant_b, fake_ollama, no_billing, caplog,
+                                                           allow_loopback):
     fake = fake_ollama(api_key=SECRET, reply_tokens=3)
     make(tenant_a, fake)
     caplog.set_level(logging.DEBUG)
@@ -129,7 +131,8 @@ def test_a_tenant_provider_answers_for_its_own_tenant_only(tenant_a, tenant_b, f
 
 
 @pytest.mark.django_db(transaction=True)
-def test_local_only_tenants_may_use_only_their_self_hosted_providers(tenant_a, fake_ollama, no_billing):
+def test_local_only_tenants_may_use_only_their_self_hosted_providers(tenant_a, fake_ollama, no_billing,
+                                                                     allow_loopback):
     fake = fake_ollama(api_key=SECRET)
     make(tenant_a, fake, name="cloudy")
     make(tenant_a, fake, name="onprem", self_hosted=True)

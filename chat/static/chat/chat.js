@@ -57,6 +57,15 @@
 
   htmx.onLoad(scan);
 
+  // data-current-conversation="<param>": send the open conversation's id with the request under that name
+  // (it changes without a page load; an hx-vals "js:" expression would need eval, which the CSP forbids).
+  document.addEventListener("htmx:configRequest", function (e) {
+    var param = e.detail.elt.getAttribute("data-current-conversation");
+    if (!param) return;
+    var current = document.getElementById("conversation-id");
+    e.detail.parameters[param] = current ? current.value : "";
+  });
+
   document.addEventListener("keydown", function (e) {
     var input = e.target;
     if (input.id !== "ask-input" || e.key !== "Enter" || e.shiftKey || e.isComposing || e.keyCode === 229) return;

@@ -6,12 +6,10 @@ The choice is left in Redis (llm.conf.Runtime) so the web and worker processes r
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -21,6 +19,7 @@ from django.core.management.base import BaseCommand
 from llm import conf, localserver
 from llm.conf import Runtime
 from llm.registry import normalize_url
+from llm.supervisor import LocalServerSupervisor
 
 REFRESH_S = 20
 RUNTIME_TTL_S = 60
@@ -100,64 +99,41 @@ class Command(BaseCommand):
             conf.runtime_write(record)
 
     def _run_llama(self, model_path: str, exit_after: float | None) -> None:
-        port = int(conf.get("LOCAL_LLM_PORT"))
-        if not localserver.port_free(port):
-            port = localserver.free_port()
-        base_url = f"http://127.0.0.1:{port}/v1"
         threads, n_ctx = localserver.default_threads(), localserver.default_context()
-        command = localserver.server_command(port=port, model_path=model_path, n_ctx=n_ctx, threads=threads)
-        self.stdout.write(f"LLM: starting the offline demo model (SmolLM2 135M, llama.cpp) on {base_url} — "
-                          "a tiny model for trying ragdesk out; set OPENAI_API_KEY or run Ollama for real answers")
+        self.stdout.write("LLM: starting the offline demo model (SmolLM2 135M, llama.cpp) — a tiny model for trying "
+                          "ragdesk out; set OPENAI_API_KEY or run Ollama for real answers")
         log_path = Path(settings.BASE_DIR) / "var" / "local-llm.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_path, "w")  # noqa: SIM115 - the server writes here for as long as it runs
+        log = open(log_path, "w")  # noqa: SIM115 - every server it (re)starts writes here while the command runs
         # llama_cpp.server reads HOST/PORT from the environment over its flags; make run sets them for the web.
         env = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT")}
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        stopping = {"now": False}
+
+        def launch(port: int) -> subprocess.Popen:
+            command = localserver.server_command(port=port, model_path=model_path, n_ctx=n_ctx, threads=threads)
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+        supervisor = LocalServerSupervisor(
+            launch=launch, port=int(conf.get("LOCAL_LLM_PORT")), runtime_ttl_s=RUNTIME_TTL_S, refresh_s=REFRESH_S,
+            detail=lambda announced: localserver.detail(threads=threads, n_ctx=announced or n_ctx),
+            on_up=self._say_ready)
 
         def stop(signum, frame):
-            stopping["now"] = True
+            supervisor.stop()
 
         previous = ({sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
                     if threading.current_thread() is threading.main_thread() else {})
         try:
-            if not localserver.wait_ready(base_url, timeout_s=90, alive=lambda: proc.poll() is None and
-                                          not stopping["now"]):
-                if not stopping["now"]:
-                    log.flush()
-                    error = log_path.read_text(errors="replace")[-800:]
-                    self.stderr.write(f"LLM: the llama.cpp server did not start (log: {log_path}). {error}")
-                    conf.runtime_write(Runtime(source="none", detail="the llama.cpp server failed to start"))
-                return
-            # What it announces (/props) is what it runs with: n_ctx may be capped at the model's trained context.
-            announced = (localserver.read_props(base_url) or {}).get("n_ctx") or n_ctx
-            record = Runtime(source="llamacpp", base_url=base_url, model=conf.LOCAL_MODEL,
-                             detail=localserver.detail(threads=threads, n_ctx=announced))
-            conf.runtime_write(record, ttl_s=RUNTIME_TTL_S)
-            self.stdout.write(self.style.SUCCESS(
-                f"LLM: offline demo model ready at {base_url} ({threads} threads, {announced}-token context)"))
-            started = time.monotonic()
-            last_refresh = started
-            while not stopping["now"] and proc.poll() is None:
-                if exit_after is not None and time.monotonic() - started >= exit_after:
-                    break
-                time.sleep(0.5)
-                if time.monotonic() - last_refresh >= REFRESH_S:
-                    conf.runtime_write(record, ttl_s=RUNTIME_TTL_S)
-                    last_refresh = time.monotonic()
-            if proc.poll() is not None and not stopping["now"]:
-                self.stderr.write(f"LLM: the llama.cpp server exited with code {proc.returncode}")
+            if not supervisor.run(exit_after=exit_after) and not supervisor.stopping.is_set():
+                log.flush()
+                error = log_path.read_text(errors="replace")[-800:]
+                self.stderr.write(f"LLM: the llama.cpp server did not start (log: {log_path}). {error}")
+                conf.runtime_write(Runtime(source="none", detail="the llama.cpp server failed to start"))
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
             log.close()
-            with contextlib.suppress(Exception):  # Redis may already be gone at shutdown
-                conf.runtime_clear()
+
+    def _say_ready(self, supervisor: LocalServerSupervisor) -> None:
+        again = f" (restart {supervisor.restarts})" if supervisor.restarts else ""
+        self.stdout.write(self.style.SUCCESS(f"LLM: offline demo model ready at {supervisor.base_url}{again}: "
+                                             f"{supervisor.record.detail}"))
