@@ -16,6 +16,7 @@ def use_bench_database(name: str) -> None:
     os.environ["DATABASE_URL"] = urlunparse(url._replace(path=f"/{name}"))
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.base"
     os.environ["DEBUG"] = "false"
+    os.environ.setdefault("HTTPS_ONLY", "false")  # benches talk plain HTTP to loopback servers
     os.environ.setdefault("SECRET_KEY", "bench-only")
     os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost")
     os.environ["LOG_LEVEL"] = "WARNING"

@@ -12,9 +12,14 @@ Tenants: TENANTS streaming tenants (each an API key, a knowledge base with one i
 assistant) and one more tenant that only reads. For each level N: N streaming chats (POST
 /api/v1/assistants/{id}/chat with stream=true, over the API), spread over the streaming tenants, all started at
 once; meanwhile the other tenant, in a process of its own, reads GET /api/v1/me and GET /api/v1/assistants one
-after the other. A level is reached when nothing answered 5xx, every stream ended with `done`, and all N streams
-were receiving tokens at the same moment (the most [first token, last token] intervals that overlap is N).
-The ramp stops at the first level not reached.
+after the other. A level is reached when nothing answered 5xx, every stream ended with `done` carrying the model's
+whole reply token by token (not an answer that fell back to quoting the documents), and all N streams were
+receiving tokens at the same moment (the most [first token, last token] intervals that overlap is N).
+The ramp stops at the first level not reached. CPU time and resident memory of the web server and each worker
+are printed per level.
+
+CONCURRENCY_BENCH_LEVELS, _TENANTS, _TOKEN_RATE, _REPLY_TOKENS, _DB (database name), _DUMP (a path prefix: raw
+figures as JSON) tune it.
 
 Printed: a table per level, then one JSON line: concurrent_streams (the largest N reached), errors_5xx (5xx seen
 up to and including that level; all of them if none was reached) and other_tenant_p95_ms (the reads' p95
