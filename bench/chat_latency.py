@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import uuid
 from pathlib import Path
 
 from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
+from common import free_port, pct
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -53,21 +53,6 @@ DOCUMENT = (
 )
 
 
-
-
-def pct(values, p):
-    values = sorted(values)
-    if not values:
-        return 0.0
-    k = (len(values) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float = 60) -> None:

@@ -34,7 +34,6 @@ import json
 import multiprocessing
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
+from common import free_port, pct
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -60,21 +60,6 @@ DOCUMENT = (
     "when the item arrived damaged."
 )
 READ_PATHS = ("/api/v1/me", "/api/v1/assistants")
-
-
-def pct(values, p):
-    values = sorted(values)
-    if not values:
-        return 0.0
-    k = (len(values) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 
 from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
+from common import pct
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,15 +37,6 @@ TEAMS = 10
 BENCH_SHARE = 0.8
 
 
-
-
-def pct(values, p):
-    values = sorted(values)
-    if not values:
-        return 0.0
-    k = (len(values) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 # Stage -> (provider, model): realistic pairings, so rollups have the cardinality a real team produces.
