@@ -13,12 +13,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+
+from tests.support.waiting import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 _DEFAULT = re.compile(r"\$\{(\w+):-([^}]*)\}")
@@ -59,22 +60,6 @@ def processes(port: int = 8000, host: str = "127.0.0.1") -> list[Process]:
                                                     else "worker")
         found.append(Process(name=name, argv=argv, env=env))
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout=60, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def database_url() -> str:

@@ -1,7 +1,6 @@
 """Against a live ASGI server with a chat worker: the official openai client, SSE disconnect/resume and Stop."""
 
 import json
-import time
 
 import httpx
 import openai
@@ -12,6 +11,7 @@ from billing.errors import QuotaExceeded
 from chat.models import Assistant, Message
 from tests.chat.live import live_stack
 from tests.chat.test_sse import parse
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 REPLY = "Refunds are possible within 30 days [1]."
@@ -28,16 +28,6 @@ def server(assistant_a, docs, reply):
 @pytest.fixture
 def oai(server, tenant_a):
     return openai.OpenAI(base_url=f"{server}/api/v1/openai", api_key=tenant_a.api_key, max_retries=0, timeout=30)
-
-
-def wait_for(predicate, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 def test_openai_client_non_streaming(oai, assistant_a, docs):
@@ -128,7 +118,7 @@ def test_disconnect_does_not_stop_the_answer_and_reconnect_resumes(server, tenan
                 if len([e for e in seen if e["event"] == "token"]) >= 2:
                     break  # the client goes away mid-answer
         message_id = seen[0]["data"]["message_id"]
-        answer = wait_for(lambda: Message.objects.filter(pk=message_id, status="done").first())
+        answer = wait_for(lambda: Message.objects.filter(pk=message_id, status="done").first(), timeout=30)
         assert answer.content == REPLY  # finished and saved without anyone listening
 
         last = seen[-1]["id"]

@@ -23,10 +23,11 @@ from chat.models import AnswerMode, Message
 from knowledge import services as knowledge
 from knowledge.models import Chunk, Document
 from tests.chat.live import backend_pids, close_new_connections
-from tests.chat.run_app import RedisServer, Stack, wait_for
+from tests.chat.run_app import RedisServer, Stack
 from tests.factories.chat import AssistantFactory
 from tests.factories.knowledge import make_kb
 from tests.support.ollama_fake import FakeOllamaProcess, reply_words
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -17,10 +17,11 @@ from chat.models import AnswerMode
 from knowledge import services as knowledge
 from knowledge.models import Document
 from tests.chat.live import backend_pids, close_new_connections
-from tests.chat.run_app import RedisServer, Stack, processes, wait_for
+from tests.chat.run_app import RedisServer, Stack, processes
 from tests.factories.chat import AssistantFactory
 from tests.factories.knowledge import make_kb
 from tests.support.ollama_fake import FakeOllamaProcess
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

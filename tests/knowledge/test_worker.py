@@ -19,6 +19,7 @@ from accounts.tenancy import system_scope, tenant_scope
 from knowledge import pipeline
 from knowledge.models import Chunk, Document
 from tests.factories.knowledge import make_kb
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -105,16 +106,6 @@ def start_worker(tmp_path, clean_queues):
         worker.stop()
 
 
-def _wait_for(predicate, timeout=120, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("timed out")
-
-
 def _doc(pk):
     with system_scope():
         return Document.all_tenants.get(pk=pk)
@@ -128,7 +119,7 @@ def test_upload_through_api_is_processed_by_a_real_worker(start_worker, tenant_a
                           {"file": SimpleUploadedFile("guide.txt", text.encode("utf-16"))}, format="multipart")
     assert response.status_code == 201
     document_id = response.json()["id"]
-    _wait_for(lambda: _doc(document_id).status in ("ready", "failed"))
+    wait_for(lambda: _doc(document_id).status in ("ready", "failed"), timeout=120)
     detail = api_a.get(f"/api/v1/documents/{document_id}").json()
     assert detail["status"] == "ready", detail["error"]
     assert detail["progress"]["chunks_embedded"] == detail["progress"]["chunks_total"] > 1
@@ -149,7 +140,7 @@ def test_worker_killed_mid_document_is_found_within_a_minute_and_finished_exactl
     def partly_embedded():
         document = _doc(document_id)
         return document.status == "embedding" and 0 < document.chunks_embedded < document.chunks_total - 20
-    _wait_for(partly_embedded, interval=0.02)
+    wait_for(partly_embedded, interval=0.02, timeout=120)
     first.kill()
     killed_at = time.monotonic()
 
@@ -174,7 +165,7 @@ def test_worker_killed_mid_document_is_found_within_a_minute_and_finished_exactl
         time.sleep(1)
     assert requeued_after is not None, "the dead run was not found within a minute"
     assert stale - django_settings.INGEST_HEARTBEAT_SECONDS - 1 <= requeued_after <= stale + 5
-    _wait_for(lambda: _doc(document_id).status in ("ready", "failed"))
+    wait_for(lambda: _doc(document_id).status in ("ready", "failed"), timeout=120)
     finished = _doc(document_id)
     assert finished.status == "ready", finished.error
     assert time.monotonic() - killed_at <= 60 + every  # found by a beat task that runs every `every` seconds
@@ -198,8 +189,8 @@ def test_fair_dispatch_with_a_real_worker(start_worker, tenant_a, tenant_b, sett
                                                 text=f"{SENTENCE} flood {i}")[0].pk for i in range(30)]
     late = services.document_create_from_text(tenant=tenant_b.tenant, kb=kb_b, title="b", text=f"{SENTENCE} b")[0].pk
     start_worker(INGEST_DISPATCH_WINDOW=2)
-    _wait_for(lambda: _doc(late).status == "ready")
+    wait_for(lambda: _doc(late).status == "ready", timeout=120)
     with system_scope():
         done_a = Document.all_tenants.filter(pk__in=flood, status="ready").count()
     assert done_a < 10  # B did not wait for A's 30 files
-    _wait_for(lambda: _doc(flood[-1]).status == "ready")
+    wait_for(lambda: _doc(flood[-1]).status == "ready", timeout=120)
