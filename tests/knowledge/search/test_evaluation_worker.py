@@ -16,7 +16,8 @@ from accounts.tenancy import system_scope
 from knowledge.search.evaluation import eval_question_create
 from knowledge.search.models import EvalRun
 from tests.factories.search import make_indexed_document, make_search_kb
-from tests.knowledge.test_worker import _database_url, _wait_for
+from tests.knowledge.test_worker import _database_url
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -40,7 +41,7 @@ def default_worker(tmp_path):
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        _wait_for(lambda: proc.poll() is not None or b" ready." in log_path.read_bytes(), timeout=90, interval=0.2)
+        wait_for(lambda: proc.poll() is not None or b" ready." in log_path.read_bytes(), timeout=90, interval=0.2)
         assert proc.poll() is None, log_path.read_text()[-3000:]
         proc.log_path = log_path
         yield proc
@@ -75,7 +76,7 @@ def test_eval_run_started_through_the_api_is_scored_by_a_real_worker(default_wor
     run_id = response.json()["id"]
     assert response.json()["status"] == "queued"
 
-    _wait_for(lambda: _run(run_id).status in ("done", "failed"), timeout=120, interval=0.1)
+    wait_for(lambda: _run(run_id).status in ("done", "failed"), timeout=120, interval=0.1)
     run = _run(run_id)
     assert run.status == "done", run.error or default_worker.log_path.read_text()[-3000:]
     assert run.progress == run.question_count == 3 and run.attempts == 1
