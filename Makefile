@@ -23,4 +23,4 @@ lock:
 	rm requirements.lock.new
 
 down:
-	.venv/bin/python scripts/services.py down
+	.venv/bin/python scripts/postgres_redis.py down

@@ -1,6 +1,5 @@
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
-from rest_framework import generics, serializers, status
+from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -12,10 +11,6 @@ from accounts.serializers import (
     MembershipSerializer,
     TenantSerializer,
 )
-
-
-def as_drf_validation_error(exc: DjangoValidationError) -> serializers.ValidationError:
-    return serializers.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
 
 
 class MeView(APIView):
@@ -37,14 +32,11 @@ class ApiKeyListCreate(generics.ListCreateAPIView):
     def post(self, request):
         serializer = ApiKeySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            key, raw = services.api_key_create(
-                tenant=request.tenant, created_by=getattr(request.user, "pk", None) and request.user,
-                name=serializer.validated_data["name"], scopes=serializer.validated_data["scopes"],
-                expires_at=serializer.validated_data.get("expires_at"),
-            )
-        except DjangoValidationError as exc:
-            raise as_drf_validation_error(exc) from exc
+        key, raw = services.api_key_create(
+            tenant=request.tenant, created_by=getattr(request.user, "pk", None) and request.user,
+            name=serializer.validated_data["name"], scopes=serializer.validated_data["scopes"],
+            expires_at=serializer.validated_data.get("expires_at"),
+        )
         key.key = raw
         # The secret is in this body only: keep it out of every cache.
         return Response(ApiKeyCreatedSerializer(key).data, status=status.HTTP_201_CREATED,

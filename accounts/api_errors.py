@@ -1,12 +1,19 @@
-"""One JSON error shape for the whole API: {"error": {"code", "message", "fields"?}, "request_id"}."""
+"""One JSON error shape for the whole API: {"error": {"code", "message", "fields"?}, "request_id"}.
 
-from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
+Views raise and never translate: AppError (accounts.errors) carries its own status, code and headers, and a
+Django ValidationError from a service or model is a 400 "invalid" with its messages per field.
+"""
+
+from django.core.exceptions import NON_FIELD_ERRORS, BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
 
+from accounts.errors import AppError
 from accounts.middleware import current_request_id
 from accounts.tenancy import TenantScopeMissing
 
@@ -34,7 +41,28 @@ class RequestTooLarge(exceptions.APIException):
     default_detail = "The request body is too large."
 
 
+def _django_validation_detail(exc: DjangoValidationError) -> dict | list:
+    if not hasattr(exc, "error_dict"):
+        return exc.messages
+    fields = exc.message_dict
+    if NON_FIELD_ERRORS in fields:  # a model's own checks ("__all__"): named as in every other 400
+        fields["non_field_errors"] = fields.pop(NON_FIELD_ERRORS)
+    return fields
+
+
+def _app_error_response(exc: AppError) -> Response:
+    # With fields, the message is the first field's, as for every other validation error.
+    body = error_body(exc.code, _first_message(exc.fields) if exc.fields else exc.message, exc.fields)
+    body["error"].update(exc.details())
+    return Response(body, status=exc.status, headers=exc.headers())
+
+
 def exception_handler(exc, context):
+    if isinstance(exc, AppError):
+        set_rollback()  # as DRF does for its own exceptions: an atomic request must not commit half a change
+        return _app_error_response(exc)
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(_django_validation_detail(exc))
     # Django's own refusals while the body is read (too many fields, a body over DATA_UPLOAD_MAX_MEMORY_SIZE,
     # a malformed multipart body) would otherwise become its HTML 400 page on an API route.
     if isinstance(exc, RequestDataTooBig):

@@ -49,6 +49,7 @@ class TenantMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        # Local: LOGGING loads this module (RequestIdLogFilter) before the app registry, so no models at the top.
         from accounts.selectors import membership_for_session
 
         request.tenant = None

@@ -31,6 +31,11 @@ class Tenant(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def allows_model(self, *, is_local: bool) -> bool:
+        """The data policy, the one place it is read: a local-only team's documents and questions go to
+        self-hosted models only, never to a cloud provider."""
+        return is_local or self.data_policy != self.DataPolicy.LOCAL_ONLY
+
 
 class UserManager(BaseUserManager):
     use_in_migrations = True

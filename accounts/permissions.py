@@ -18,6 +18,13 @@ def request_scopes(request) -> set[str]:
     return ROLE_SCOPES.get(membership.role, set()) if membership else set()
 
 
+def request_actor(request) -> dict:
+    """Who acts, as services and selectors take it (user=, api_key=): the signed-in person, None for an API
+    key (its principal has no pk: it acts for the whole tenant), and the API key, None for a session."""
+    return {"user": request.user if getattr(request.user, "pk", None) else None,
+            "api_key": getattr(request, "api_key", None)}
+
+
 class HasTenant(BasePermission):
     """Authenticated and acting for a tenant; also checks the scope the view asks for.
 

@@ -16,14 +16,18 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import psycopg
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, connections
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from accounts.models import Tenant, TenantModel
 from accounts.tenancy import system_scope
 from config.dbbackend import guard
+from config.dbbackend.base import rls_key
 
 POLICY = "tenant_isolation"
 # Each function runs once per query, not per row: a scalar subquery becomes an InitPlan.
@@ -44,8 +48,6 @@ class Policy:
 
 
 def _tenant_keyed(model) -> bool:
-    from accounts.models import Tenant
-
     try:
         field = model._meta.get_field("tenant")
     except FieldDoesNotExist:
@@ -58,8 +60,6 @@ def _concrete(model) -> bool:
 
 
 def tenant_tables() -> list[str]:
-    from accounts.models import TenantModel
-
     return sorted(m._meta.db_table for m in apps.get_models() if issubclass(m, TenantModel) and _concrete(m))
 
 
@@ -134,7 +134,7 @@ def install_policies_after_migrate(sender, using=DEFAULT_DB_ALIAS, **kwargs) -> 
 
 BYPASSES = "the app connects as a superuser or BYPASSRLS role, which row-level security does not apply to"
 HOW_TO_INSTALL = (
-    "scripts/services.py installs it in its embedded PostgreSQL; elsewhere run `manage.py rls_install` with "
+    "scripts/postgres_redis.py installs it in its embedded PostgreSQL; elsewhere run `manage.py rls_install` with "
     "DATABASE_ADMIN_URL set to a superuser URL (README: Configuration, Your own PostgreSQL)."
 )
 
@@ -162,11 +162,6 @@ def guard_problem(using: str = DEFAULT_DB_ALIAS) -> str | None:
 
 def install_guard(admin_url: str, using: str = DEFAULT_DB_ALIAS) -> bool:
     """Install the guard in `using`'s database through a superuser URL (any database on the same server)."""
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    from config.dbbackend.base import rls_key
-
     params = conninfo_to_dict(admin_url)
     params["dbname"] = connections[using].settings_dict["NAME"]
     with psycopg.connect(make_conninfo(**params), autocommit=True) as conn:

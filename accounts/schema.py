@@ -26,7 +26,7 @@ ERROR_SCHEMA = {
                 "message": {"type": "string", "description": "Human-readable; the first problem when there are "
                                                              "several."},
                 "fields": {"type": "object", "additionalProperties": True,
-                           "description": "400 invalid: each field (or non_field_errors) with its messages."},
+                           "description": "400: each field (or non_field_errors) with its messages."},
             },
             # Some errors add details, e.g. quota_exceeded: limit, scope, reset_at, retry_after_s.
             "additionalProperties": True,

@@ -12,7 +12,7 @@ from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
 from accounts.models import ApiKey, Invitation, Membership, Role, Tenant, User
-from accounts.selectors import api_key_get, membership_get
+from accounts.selectors import api_key_get, membership_get, tenant_object_or_404
 from accounts.tenancy import system_scope, tenant_scope
 
 
@@ -122,8 +122,6 @@ def user_signup_via_invitation(*, raw_token: str, password: str, name: str = "")
 
 
 def invitation_revoke(*, tenant: Tenant, invitation_id) -> None:
-    from accounts.selectors import tenant_object_or_404
-
     with tenant_scope(tenant):
         tenant_object_or_404(Invitation, tenant=tenant, pk=invitation_id).delete()
 

@@ -37,10 +37,6 @@ def current_tenant() -> Tenant | None:
     return None if scope is None or scope is SYSTEM else scope
 
 
-def is_system_scope() -> bool:
-    return _scope.get() is SYSTEM
-
-
 def set_scope(value: Tenant | _System | None):
     """Set the scope and return a token for `reset_scope`; prefer the context managers below."""
     return _scope.set(value)

@@ -29,7 +29,9 @@ import time
 import warnings
 from pathlib import Path
 
+import django
 from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
+from django.core.management import call_command
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -65,6 +67,7 @@ class DemoModel:
     """The offline demo model on llama.cpp, registered in this process as the pool `answerbench`."""
 
     def __init__(self):
+        # llm.registry loads models: importable only after main()'s django.setup().
         from llm import localserver, registry
         from llm.registry import PoolSpec, ServerSpec
 
@@ -87,7 +90,7 @@ class DemoModel:
         self.target = f"{DEMO_POOL}/smollm2"
 
     def close(self) -> None:
-        from llm import registry
+        from llm import registry  # after django.setup(), as above
 
         registry.unregister_pool(DEMO_POOL)
         if self.proc.poll() is None:
@@ -111,11 +114,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     use_bench_database(DB_NAME)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    import django
-
     django.setup()
-    from django.core.management import call_command
-
+    # The app's modules need django.setup(), which runs once use_bench_database() has chosen the database.
     from chat.answer_eval import (
         ANSWERS_FILE,
         ModeRun,

@@ -4,10 +4,10 @@ benchmark's data never mixes with the app's, and set the environment Django read
 import os
 from urllib.parse import urlparse, urlunparse
 
+import psycopg
+
 
 def use_bench_database(name: str) -> None:
-    import psycopg
-
     url = urlparse(os.environ.get("DATABASE_URL", "postgres://ragdesk@127.0.0.1:54329/ragdesk"))
     admin = urlunparse(url._replace(path="/postgres", scheme="postgresql"))
     with psycopg.connect(admin, autocommit=True) as conn:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -33,11 +34,17 @@ import time
 import uuid
 from pathlib import Path
 
+import django
+import httpx
 from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
 from common import free_port, pct
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from tests.support.ollama_fake import FakeOllamaProcess  # noqa: E402
+
+# Modules of the app are imported inside functions: they need django.setup(), which main() runs only after
+# use_bench_database() has pointed the settings at the bench database.
 
 DB_NAME = os.environ.get("CHAT_BENCH_DB", "ragdesk_bench_chat")
 RUNS = int(os.environ.get("CHAT_BENCH_RUNS", "40"))
@@ -56,8 +63,6 @@ DOCUMENT = (
 
 
 def wait_http(url: str, timeout: float = 60) -> None:
-    import httpx
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -100,8 +105,6 @@ def setup_data(target: str) -> tuple[str, int, str, str]:
 
 def browser_session(base: str, email: str, password: str):
     """An httpx client signed in through the login form, as a browser is (session and CSRF cookies)."""
-    import httpx
-
     client = httpx.Client(base_url=base, timeout=60, follow_redirects=False)
     client.get("/accounts/login/")
     token = client.cookies.get("csrftoken")
@@ -115,8 +118,6 @@ def browser_session(base: str, email: str, password: str):
 
 def first_step_once(session, assistant_id: int) -> dict:
     """Post a question as the chat page does, open the answer's stream; ms until the first step arrives."""
-    import re
-
     start = time.perf_counter()
     posted = session.post("/chat/ask", data={"assistant_id": assistant_id, "message": QUESTION},
                           headers={"HX-Request": "true", "X-CSRFToken": session.cookies.get("csrftoken"),
@@ -207,8 +208,6 @@ def main() -> None:
     os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")  # the servers run on 127.0.0.1
     use_bench_database(DB_NAME)
     env = dict(os.environ)
-    from tests.support.ollama_fake import FakeOllamaProcess
-
     with FakeOllamaProcess(token_rate=TOKEN_RATE, slots=1, reply_tokens=REPLY_TOKENS,
                            models=["fake:latest"]) as fake:
         env.update({"OLLAMA_HOSTS": fake.url, "OLLAMA_MODEL": "fake", "LLM_ANSWER_TARGET": "ollama/fake",
@@ -216,8 +215,6 @@ def main() -> None:
         os.environ.update(env)
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env,
                        check=True)
-        import django
-
         django.setup()
         print("setting up data (indexing one document)...", file=sys.stderr, flush=True)
         raw_key, assistant_id, email, password = setup_data("ollama/fake")
@@ -233,8 +230,6 @@ def main() -> None:
                               "--no-access-log"], cwd=ROOT, env={**env, "DB_POOL_MAX": env.get("DB_POOL_MAX", "20")}),
         ]
         try:
-            import httpx
-
             base = f"http://127.0.0.1:{port}"
             wait_http(f"{base}/healthz")
             headers = {"Authorization": f"Bearer {raw_key}"}

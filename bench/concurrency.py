@@ -33,6 +33,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,11 +42,19 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import django
+import httpx
+import psutil
+import redis
 from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
 from common import free_port, pct
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from tests.support.ollama_fake import FakeOllamaProcess, reply_words  # noqa: E402
+
+# Modules of the app are imported inside functions: they need django.setup(), which main() runs only after
+# use_bench_database() has pointed the settings at the bench database.
 
 DB_NAME = os.environ.get("CONCURRENCY_BENCH_DB", "ragdesk_bench_concurrency")
 LEVELS = [int(n) for n in os.environ.get("CONCURRENCY_BENCH_LEVELS", "25,50,100,200,300").split(",")]
@@ -64,12 +73,8 @@ READ_PATHS = ("/api/v1/me", "/api/v1/assistants")
 
 @contextlib.contextmanager
 def private_redis():
-    """A redis-server of the bench's own (as scripts/services.py starts one): no other app, test or bench on this
-    machine can consume its task messages or see its streams."""
-    import shutil
-
-    import redis
-
+    """A redis-server of the bench's own (as scripts/postgres_redis.py starts one): no other app, test or bench on
+    this machine can consume its task messages or see its streams."""
     port = free_port()
     binary = shutil.which("redis-server")
     if binary is None:
@@ -94,8 +99,6 @@ def private_redis():
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    import httpx
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -164,8 +167,6 @@ def wait_for_idle_ingestion(timeout: float = 300) -> None:
 
 def read_loop(base: str, key: str, conn, stop) -> None:
     """Plain API reads one after the other until `stop` is set; sends back (start, ms, status) per read."""
-    import httpx
-
     samples = []
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
         i = 0
@@ -247,8 +248,6 @@ def max_overlap(records: list[StreamRecord]) -> int:
 
 
 async def run_level(base: str, streaming: list[tuple[str, int]], n: int) -> list[StreamRecord]:
-    import httpx
-
     records = [StreamRecord() for _ in range(n)]
     limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
     timeout = httpx.Timeout(STREAM_TIMEOUT_S, connect=30)
@@ -264,8 +263,6 @@ ROLES = (("web", "uvicorn"), ("chat worker", "-n chat-"), ("ingest worker", "-n 
 def resources(stack: subprocess.Popen | None) -> dict[str, tuple[float, float]]:
     """(CPU seconds used so far, resident MB now) of each part of the stack (the bench client and the fake model
     are not in it)."""
-    import psutil
-
     used: dict[str, tuple[float, float]] = {}
     if stack is None:
         return used
@@ -310,8 +307,6 @@ def measure(base: str, streaming, reader_key: str, n: int, stack: subprocess.Pop
     stream_errors = sum(1 for r in records if r.final == "error")
     # The model's whole reply, token by token: an answer that fell back to quoting the documents (the model
     # was unreachable) or lost text is not a streamed answer.
-    from tests.support.ollama_fake import reply_words
-
     expected = "".join(reply_words(REPLY_TOKENS))
     wrong = sum(1 for r in records if r.final == "done" and r.text != expected)
     firsts = [r.first_token - r.started for r in records if r.first_token]
@@ -367,8 +362,6 @@ def worker_layout() -> list[str]:
 def main() -> None:
     os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
     use_bench_database(DB_NAME)
-    from tests.support.ollama_fake import FakeOllamaProcess
-
     slots = max(LEVELS) + 50
     with private_redis() as redis_url, FakeOllamaProcess(token_rate=TOKEN_RATE, slots=slots, reply_tokens=REPLY_TOKENS,
                                                          models=["fake:latest"], default_num_ctx=8192) as fake:
@@ -379,8 +372,6 @@ def main() -> None:
         os.environ.update(env)
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env,
                        check=True)
-        import django
-
         django.setup()
         print("setting up tenants (indexing their documents)...", file=sys.stderr, flush=True)
         streaming, reader_key = setup_tenants("ollama/fake")

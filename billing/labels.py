@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 
 from django.utils.translation import gettext as _
 
+from accounts.models import ApiKey, Membership
+
 logger = logging.getLogger(__name__)
 
 Resolver = Callable[[object, list[int]], dict[int, str]]
@@ -28,15 +30,11 @@ def register_label_resolver(kind: str, resolver: Resolver) -> None:
 
 
 def _api_keys(tenant, ids: list[int]) -> dict[int, str]:
-    from accounts.models import ApiKey
-
     return {pk: f"{name} (rdk_{prefix}_…)" for pk, name, prefix in
             ApiKey.objects.filter(tenant=tenant, pk__in=ids).values_list("pk", "name", "prefix")}
 
 
 def _users(tenant, ids: list[int]) -> dict[int, str]:
-    from accounts.models import Membership
-
     rows = Membership.objects.filter(tenant=tenant, user_id__in=ids).values_list("user_id", "user__name",
                                                                                  "user__email")
     return {pk: name or email for pk, name, email in rows}

@@ -31,7 +31,7 @@ KIND_ORDER = {Subject.TENANT: 0, Subject.API_KEY: 1, Subject.USER: 2}
 
 
 def reservation_ttl() -> timedelta:
-    return timedelta(seconds=getattr(settings, "BILLING_RESERVATION_TTL_S", 900))
+    return timedelta(seconds=settings.BILLING_RESERVATION_TTL_S)
 
 
 def period_start(moment: datetime) -> date:

@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 from accounts.tenancy import tenant_scope
 from billing import quota
 from billing.labels import labels_for
-from billing.models import STAGE_LABELS, Plan, QuotaCounter, Subject, Subscription, UsageRecord
+from billing.models import STAGE_LABELS, Plan, QuotaCounter, Subject, Subscription, UsageDaily, UsageRecord
 from billing.periods import Period
 from billing.types import Stage
 
@@ -194,8 +194,6 @@ def usage_grouped(*, tenant, period: Period, group_by: str) -> tuple[Metrics, li
 def usage_daily_rows(*, tenant, period: Period) -> Iterator[dict]:
     """The period's rollup rows (the CSV export): per day, one row per model, stage, assistant and API key,
     with readable names in `label`."""
-    from billing.models import UsageDaily
-
     with tenant_scope(tenant):
         rows = list(UsageDaily.objects.filter(tenant=tenant, day__range=(period.start, period.end))
                     .order_by("day", "dimension", "provider", "model", "price_version_id", "stage", "assistant_id",

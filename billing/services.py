@@ -11,8 +11,7 @@ CONTRACT used by the LLM gateway and the embedders:
     quota_release(*, reservation) -> None
         Give back a reservation when the call failed before producing anything billable.
 
-Async callers use aquota_reserve / ausage_record / aquota_release (same arguments). Each function sets the
-tenant scope itself, so it may be called from any thread or task.
+Each function sets the tenant scope itself, so it may be called from any thread or task.
 """
 
 from __future__ import annotations
@@ -21,22 +20,23 @@ import logging
 from datetime import UTC
 from decimal import Decimal
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.mail import send_mail
 from django.db import connection, transaction
-from django.utils import timezone
+from django.template.loader import render_to_string
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
-from accounts.models import Tenant
-from accounts.tenancy import tenant_scope
+from accounts.models import ADMIN_ROLES, ApiKey, Membership, Tenant
+from accounts.tenancy import system_scope, tenant_scope
 from billing import pricing, quota
-from billing.models import Plan, QuotaCounter, QuotaReservation, Subject, Subscription, UsageCap, UsageRecord
+from billing.models import Plan, QuotaCounter, Subject, Subscription, UsageCap, UsageRecord
 from billing.types import Reservation, Stage, Usage, UsageContext
 
 __all__ = [
-    "Reservation", "quota_reserve", "usage_record", "quota_release", "aquota_reserve", "ausage_record",
-    "aquota_release", "reservations_expire", "usage_cap_set", "subscription_set", "quota_notice_send",
+    "Reservation", "quota_reserve", "usage_record", "quota_release", "reservations_expire", "usage_cap_set",
+    "subscription_set", "quota_notice_send",
 ]
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def _tenant(tenant) -> Tenant:
 
 
 def _max_call_seconds() -> float:
-    return float(getattr(settings, "BILLING_MAX_CALL_SECONDS", 600))
+    return settings.BILLING_MAX_CALL_SECONDS
 
 
 # ---------------------------------------------------------------- reserve / record / release
@@ -217,21 +217,12 @@ def quota_release(*, reservation: Reservation | None) -> None:
         with tenant_scope(_tenant(reservation.tenant)):
             quota.release(reservation=reservation)
     else:  # a hand-built reservation: find its tenant under the system scope
-        from accounts.tenancy import system_scope
-
         with system_scope():
             quota.release(reservation=reservation)
 
 
-aquota_reserve = sync_to_async(quota_reserve)
-ausage_record = sync_to_async(usage_record)
-aquota_release = sync_to_async(quota_release)
-
-
 def reservations_expire(*, tenant=None) -> int:
     """Return allowance held by calls that never settled (their process died). Run by Celery beat."""
-    from accounts.tenancy import system_scope
-
     if tenant is not None:
         with tenant_scope(tenant):
             return quota.reservations_expire(tenant=tenant)
@@ -250,7 +241,7 @@ def _notify_if_crossed(tenant: Tenant, *, counter_id: int, used_tokens: int, use
         return
     claimed = QuotaCounter.objects.filter(pk=counter_id, notified_pct__lt=threshold).update(notified_pct=threshold)
     if claimed:
-        from billing.tasks import quota_notice_task
+        from billing.tasks import quota_notice_task  # cycle: billing.tasks -> billing.services
 
         tenant_id = tenant.pk
         transaction.on_commit(lambda: quota_notice_task.delay(tenant_id, threshold, period.isoformat()))
@@ -267,12 +258,6 @@ def usage_percent(limits: quota.SubjectLimits, *, used_tokens: int, used_cost: D
 
 def quota_notice_send(*, tenant: Tenant, threshold: int, period) -> int:
     """Email the team's owners and admins that usage passed `threshold`% of the plan. Returns mails sent."""
-    from django.core.mail import send_mail
-    from django.template.loader import render_to_string
-    from django.utils import translation
-
-    from accounts.models import ADMIN_ROLES, Membership
-
     admins = list(Membership.objects.select_related("user").filter(tenant=tenant, role__in=ADMIN_ROLES))
     with tenant_scope(tenant):
         limits = quota.limits_for(tenant=tenant)
@@ -301,8 +286,6 @@ def subscription_set(*, tenant: Tenant, plan: Plan) -> Subscription:
 def usage_cap_set(*, tenant: Tenant, kind: str, subject_id: int, monthly_token_limit: int | None,
                   monthly_cost_limit: Decimal | None) -> UsageCap | None:
     """Set (or with both limits None, remove) a monthly cap on one API key or user of the tenant."""
-    from accounts.models import ApiKey, Membership
-
     if kind not in (Subject.API_KEY, Subject.USER):
         raise ValidationError(_("Caps apply to an API key or a user."))
     for value in (monthly_token_limit, monthly_cost_limit):
@@ -321,8 +304,3 @@ def usage_cap_set(*, tenant: Tenant, kind: str, subject_id: int, monthly_token_l
             defaults={"monthly_token_limit": monthly_token_limit, "monthly_cost_limit": monthly_cost_limit},
         )
         return cap
-
-
-def reservation_open_count(*, tenant: Tenant) -> int:
-    with tenant_scope(tenant):
-        return QuotaReservation.objects.filter(tenant=tenant, state=QuotaReservation.State.OPEN).count()

@@ -1,5 +1,5 @@
-"""What a model call used and on whose behalf: produced by the LLM gateway and embedders, consumed by the
-usage ledger. Lives in billing because billing sits below llm in the dependency order.
+"""What a model call used and on whose behalf: produced by the LLM gateway, consumed by the usage ledger.
+Lives in billing because billing sits below llm in the dependency order.
 
 Token semantics (OpenAI's): `input_tokens` is the WHOLE prompt, cached tokens included;
 `cached_input_tokens` is the part of it the provider served from its prompt cache (billed at the cached rate).
@@ -9,7 +9,7 @@ Ollama reports no cache, so there `cached_input_tokens` stays 0.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -25,6 +25,9 @@ class Stage:
     EXTRACTIVE = "extractive"  # an answer quoted from the documents: no model call, recorded at zero cost
 
     ALL = (EMBEDDING, CONDENSE, EXPANSION, COMPRESSION, ANSWER, RERANK, EXTRACTIVE)
+    # The payer handed to a search: never on the ledger itself, each of the search's calls is recorded under its
+    # own stage (UsageContext.for_call).
+    SEARCH = "search"
 
 
 @dataclass
@@ -51,6 +54,13 @@ class UsageContext:
     conversation_id: int | None = None
     message_id: int | None = None
     document_id: int | None = None
+
+    def for_call(self, *parts, stage: str | None = None) -> UsageContext:
+        """The same payer for one of several calls made on its behalf (a search's expansion, each query's
+        embedding, each batch of a long document): a key derived from this one by `parts`, so a retried task
+        derives the same keys and is never billed twice, and that call's `stage` when it differs."""
+        key = ":".join([self.idempotency_key, *map(str, parts)])
+        return replace(self, stage=stage or self.stage, idempotency_key=key)
 
 
 @dataclass

@@ -1,5 +1,6 @@
 import csv
 from decimal import Decimal, InvalidOperation
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -91,8 +92,6 @@ def _allowance(request):
 
 
 def _query(period: Period, metric: str | None = None) -> str:
-    from urllib.parse import urlencode
-
     params = {"period": period.key}
     if metric:
         params["metric"] = metric

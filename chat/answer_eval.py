@@ -1,7 +1,7 @@
 """Answer quality on a BEIR-style folder with gold answers (`manage.py evaluate_answers`, bench/answer_quality.py).
 
 The folder (corpus.jsonl, queries.jsonl, qrels.tsv, answers.jsonl) is loaded into a scratch tenant by the
-retrieval evaluation's own loader (knowledge.search.evaluation.load_dataset_into_kb: one document per
+retrieval evaluation's own loader (knowledge.search.evaluation.datasets.load_dataset_into_kb: one document per
 passage, embedded and BM25-indexed inline). Each question is then asked, in a conversation of its own, of an
 assistant with the chosen answer mode, through chat.services and the real answer pipeline (hybrid search,
 packing, the answer mode), answered inline without a worker; the saved answers are scored:
@@ -33,7 +33,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from accounts.tenancy import system_scope, tenant_scope
+from chat import pipeline, services
+from chat.models import Message
+from config.celery import app as celery_app
+from knowledge.embeddings import available_models
 from knowledge.search.beir import Dataset, DatasetError, load_dataset
+from knowledge.search.config import default_embedding_model
+from knowledge.search.embedding_cache import embed_cached
+from knowledge.search.evaluation.datasets import (
+    detect_corpus_language,
+    load_dataset_into_kb,
+    prime_query_vectors,
+    scratch_tenant,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,16 +194,6 @@ def scratch_load(*, dataset_dir: str | Path, embedding_model: str = "",
                  progress: Callable[[str, int, int], None] | None = None) -> Scratch:
     """Load the folder into a new scratch tenant, as evaluate_retrieval does (same loader, same model choice).
     Raises DatasetError for a folder that is not of the layout."""
-    from knowledge.embeddings import available_models
-    from knowledge.search.config import default_embedding_model
-    from knowledge.search.embedding_cache import embed_cached
-    from knowledge.search.evaluation import (
-        detect_corpus_language,
-        load_dataset_into_kb,
-        prime_query_vectors,
-        scratch_tenant,
-    )
-
     dataset = load_dataset(dataset_dir)
     golds = load_answers(dataset_dir)
     if not questions_with_golds(dataset=dataset, golds=golds):
@@ -229,14 +231,12 @@ def scratch_drop(*, scratch: Scratch) -> None:
 def _answers_inline():
     """Asking a question hands the answer to a chat worker after commit; here that task runs in this process
     instead (Celery's eager mode), so no worker is needed and none elsewhere picks the answer up."""
-    from config.celery import app
-
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = True
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
     try:
         yield
     finally:
-        app.conf.task_always_eager = previous
+        celery_app.conf.task_always_eager = previous
 
 
 def answer_questions(*, scratch: Scratch, mode: str, limit: int | None = None, target: str = "",
@@ -244,9 +244,6 @@ def answer_questions(*, scratch: Scratch, mode: str, limit: int | None = None, t
                      progress: Callable[[str, int, int], None] | None = None) -> list[AnswerOutcome]:
     """Ask every question with gold answers (the first `limit`) of a new assistant with `answer_mode=mode`
     over the scratch KB; `target` is its answer and helper model (empty: the platform default)."""
-    from chat import pipeline, services
-    from chat.models import Message
-
     tenant = scratch.tenant
     dataset = scratch.dataset
     with tenant_scope(tenant):

@@ -19,7 +19,7 @@ from config.connections import release_connection
 
 
 def wait_timeout_s() -> int:
-    return int(getattr(settings, "CHAT_API_WAIT_S", 600))
+    return settings.CHAT_API_WAIT_S
 
 
 async def _collect(tenant, message_id: int, *, until_first_token: bool, timeout_s: float):

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import re
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import as_drf_validation_error
 from accounts.api_errors import error_body
+from accounts.permissions import request_actor
 from accounts.schema import errors
+from billing.selectors import usage_headers as billing_usage_headers
 from chat import answers, selectors, services
 from chat.models import Conversation, Message
+from chat.payloads import message_payload
 from chat.serializers import (
     AssistantSerializer,
     ChatRequestSerializer,
@@ -26,7 +27,6 @@ from chat.serializers import (
     FeedbackStateSerializer,
     MessageSerializer,
     RegenerateResponseSerializer,
-    message_payload,
 )
 from chat.sse import sse_relay
 
@@ -64,15 +64,20 @@ SSE_FOLLOW_DOC = OpenApiResponse(
 )
 
 
-def actor(request) -> dict:
-    """user / api_key of the caller, for ownership and the usage ledger."""
-    user = request.user if getattr(request.user, "pk", None) and not hasattr(request.user, "api_key") else None
-    return {"user": user, "api_key": getattr(request, "api_key", None)}
+def answer_usage_headers(status_code: int) -> list[OpenApiParameter]:
+    """The answer's own X-Usage-* response headers (billing's headers also carry the month's usage and allowance).
+    They count more than the body's `usage`, which is the answer call alone (OpenAI's semantics)."""
+    def header(name, kind, description):
+        return OpenApiParameter(name, kind, OpenApiParameter.HEADER, response=[status_code], description=description)
 
-
-def visible(request) -> dict:
-    who = actor(request)
-    return {"user": who["user"], "api_key": who["api_key"]}
+    return [
+        header("X-Usage-Message-Tokens", int,
+               "Tokens of every model call made for this answer, as the usage ledger bills them: condensing a "
+               "follow-up, the search's query embedding, expansion and compression, and the answer call. The "
+               "body's `usage` counts only the answer call, so this is at least its input + output tokens. "
+               "Absent on a stream (sent before the answer is done)."),
+        header("X-Usage-Message-Cost", str, "The cost of the same calls (a decimal string)."),
+    ]
 
 
 # What a failed answer can answer with (documented on the asking operations); anything else an upstream
@@ -95,8 +100,6 @@ def error_response(data: dict) -> Response:
 
 def usage_header_values(*, request, answer_id: int | None) -> dict[str, str]:
     """Tokens used and allowance left (billing's X-Usage-* headers)."""
-    from billing.selectors import usage_headers as billing_usage_headers
-
     return billing_usage_headers(tenant=request.tenant, message_id=answer_id,
                                  api_key=getattr(request, "api_key", None))
 
@@ -176,11 +179,9 @@ class AssistantListCreate(generics.ListCreateAPIView):
     def post(self, request):
         serializer = AssistantSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            assistant = services.assistant_create(tenant=request.tenant, created_by=actor(request)["user"],
-                                                  **serializer.validated_data)
-        except DjangoValidationError as exc:
-            raise as_drf_validation_error(exc) from exc
+        assistant = services.assistant_create(tenant=request.tenant,
+                                              created_by=request_actor(request)["user"],
+                                              **serializer.validated_data)
         return Response(AssistantSerializer(assistant, context={"request": request}).data,
                         status=status.HTTP_201_CREATED)
 
@@ -196,10 +197,7 @@ class AssistantDetail(generics.RetrieveUpdateDestroyAPIView):
         assistant = self.get_object()
         serializer = AssistantSerializer(assistant, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
-        try:
-            services.assistant_update(tenant=request.tenant, assistant=assistant, **serializer.validated_data)
-        except DjangoValidationError as exc:
-            raise as_drf_validation_error(exc) from exc
+        services.assistant_update(tenant=request.tenant, assistant=assistant, **serializer.validated_data)
         return Response(AssistantSerializer(assistant, context={"request": request}).data)
 
     def destroy(self, request, *args, **kwargs):
@@ -213,6 +211,7 @@ class AssistantChat(APIView):
     @extend_schema(
         request=ChatRequestSerializer,
         responses={201: ChatResponseSerializer, (200, "text/event-stream"): SSE_DOC},
+        parameters=answer_usage_headers(201),
         summary="Ask an assistant (JSON answer, or an SSE stream with stream=true)",
         description="Grounded answer from the assistant's knowledge bases: `answer.citations` are the chunks it "
                     "cites, `answer.sources` every chunk it was given, `answer.answered_by` what wrote it "
@@ -229,14 +228,11 @@ class AssistantChat(APIView):
         conversation = None
         if data.get("conversation_id"):
             conversation = selectors.conversation_get(tenant=request.tenant, conversation_id=data["conversation_id"],
-                                                      **visible(request))
-        try:
-            question, answer = services.question_ask(
-                tenant=request.tenant, assistant=assistant, conversation=conversation, content=data["message"],
-                source=Conversation.Source.API, **actor(request),
-            )
-        except DjangoValidationError as exc:
-            raise as_drf_validation_error(exc) from exc
+                                                      **request_actor(request))
+        question, answer = services.question_ask(
+            tenant=request.tenant, assistant=assistant, conversation=conversation, content=data["message"],
+            source=Conversation.Source.API, **request_actor(request),
+        )
         return answer_response(request, question, answer, stream=data["stream"])
 
 
@@ -251,7 +247,7 @@ class ConversationList(generics.ListAPIView):
 
     def get_queryset(self):
         return selectors.conversation_list(tenant=self.request.tenant, query=self.request.query_params.get("q", ""),
-                                           **visible(self.request))
+                                           **request_actor(self.request))
 
 
 class ConversationDetail(generics.RetrieveUpdateDestroyAPIView):
@@ -260,18 +256,15 @@ class ConversationDetail(generics.RetrieveUpdateDestroyAPIView):
 
     def get_object(self):
         return selectors.conversation_get(tenant=self.request.tenant, conversation_id=self.kwargs["conversation_id"],
-                                          **visible(self.request))
+                                          **request_actor(self.request))
 
     @extend_schema(request=ConversationRenameSerializer, responses=ConversationSerializer, summary="Rename")
     def update(self, request, *args, **kwargs):
         conversation = self.get_object()
         serializer = ConversationRenameSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            services.conversation_rename(tenant=request.tenant, conversation=conversation,
-                                         title=serializer.validated_data["title"])
-        except DjangoValidationError as exc:
-            raise as_drf_validation_error(exc) from exc
+        services.conversation_rename(tenant=request.tenant, conversation=conversation,
+                                     title=serializer.validated_data["title"])
         return Response(ConversationSerializer(conversation).data)
 
     def destroy(self, request, *args, **kwargs):
@@ -284,14 +277,15 @@ class ConversationMessages(generics.ListAPIView):
 
     def get_queryset(self):
         conversation = selectors.conversation_get(
-            tenant=self.request.tenant, conversation_id=self.kwargs["conversation_id"], **visible(self.request))
+            tenant=self.request.tenant, conversation_id=self.kwargs["conversation_id"],
+            **request_actor(self.request))
         return selectors.message_list(conversation=conversation)
 
 
 class MessageDetail(APIView):
     @extend_schema(responses=MessageSerializer, summary="One message (an answer shows its status and citations)")
     def get(self, request, message_id):
-        message = selectors.message_get(tenant=request.tenant, message_id=message_id, **visible(request))
+        message = selectors.message_get(tenant=request.tenant, message_id=message_id, **request_actor(request))
         return Response(message_payload(message))
 
 
@@ -306,7 +300,7 @@ class MessageStream(APIView):
                    ],
                    summary="Follow an answer as server-sent events (resumable)")
     def get(self, request, message_id):
-        answer = selectors.answer_get(tenant=request.tenant, message_id=message_id, **visible(request))
+        answer = selectors.answer_get(tenant=request.tenant, message_id=message_id, **request_actor(request))
         return sse_response(request, answer.pk)
 
 
@@ -315,7 +309,7 @@ class MessageStop(APIView):
 
     @extend_schema(request=None, responses={202: MessageSerializer}, summary="Stop an answer (keeps the partial text)")
     def post(self, request, message_id):
-        answer = selectors.answer_get(tenant=request.tenant, message_id=message_id, **visible(request))
+        answer = selectors.answer_get(tenant=request.tenant, message_id=message_id, **request_actor(request))
         services.answer_stop(tenant=request.tenant, answer_id=answer.pk)
         answer.refresh_from_db()
         return Response(message_payload(answer), status=status.HTTP_202_ACCEPTED)
@@ -324,22 +318,18 @@ class MessageStop(APIView):
 class MessageRegenerate(APIView):
     required_scopes = {"POST": "chat"}
 
-    @extend_schema(request=None, parameters=[OpenApiParameter("stream", bool)],
+    @extend_schema(request=None, parameters=[OpenApiParameter("stream", bool), *answer_usage_headers(201)],
                    responses={201: RegenerateResponseSerializer, (200, "text/event-stream"): SSE_DOC},
                    extensions=errors(*ANSWER_ERRORS),
                    summary="Answer the same question again (a new version; older versions stay)")
     def post(self, request, message_id):
-        answer = selectors.answer_get(tenant=request.tenant, message_id=message_id, **visible(request))
+        answer = selectors.answer_get(tenant=request.tenant, message_id=message_id, **request_actor(request))
         # The body is optional ({"stream": bool}); check it before regenerating, so a bad one changes nothing.
         body = request.data
         if not isinstance(body, dict) or set(body) - {"stream"}:
             raise serializers.ValidationError({"non_field_errors": ['Send no body or {"stream": true|false}.']})
         stream = str(request.query_params.get("stream", body.get("stream", ""))).lower() in ("1", "true")
-        try:
-            new = services.answer_regenerate(tenant=request.tenant, answer=answer,
-                                                                     **actor(request))
-        except DjangoValidationError as exc:
-            raise as_drf_validation_error(exc) from exc
+        new = services.answer_regenerate(tenant=request.tenant, answer=answer, **request_actor(request))
         return answer_response(request, None, new, stream=stream)
 
 
@@ -347,7 +337,7 @@ class MessageFeedback(APIView):
     required_scopes = {"GET": "read", "PUT": "chat", "POST": "chat"}
 
     def _answer(self, request, message_id):
-        return selectors.answer_get(tenant=request.tenant, message_id=message_id, **visible(request))
+        return selectors.answer_get(tenant=request.tenant, message_id=message_id, **request_actor(request))
 
     @extend_schema(responses=FeedbackStateSerializer, summary="The feedback on an answer (rating null: none yet)")
     def get(self, request, message_id):
@@ -362,11 +352,8 @@ class MessageFeedback(APIView):
         answer = self._answer(request, message_id)
         serializer = FeedbackSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        try:
-            feedback = services.feedback_set(tenant=request.tenant, answer=answer, **serializer.validated_data,
-                                             **actor(request))
-        except DjangoValidationError as exc:
-            raise as_drf_validation_error(exc) from exc
+        feedback = services.feedback_set(tenant=request.tenant, answer=answer, **serializer.validated_data,
+                                         **request_actor(request))
         return Response(FeedbackSerializer(feedback).data)
 
     @extend_schema(request=FeedbackSerializer, responses=FeedbackSerializer, summary="Same as PUT")

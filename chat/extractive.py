@@ -21,6 +21,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 
+from sentencex import segment
+
 from chat import defaults
 from knowledge.search.analysis import BIGRAM_PREFIX, KOREAN_CONTENT_TAGS, Analyzer, AnalyzerConfig, _Kiwi
 
@@ -107,8 +109,6 @@ def _split_sentences(paragraph: str) -> list[str]:
     """Sentences of one paragraph. sentencex (rule-based, abbreviation-aware, ~25 µs a paragraph) splits at
     punctuation in both languages; a long Korean stretch it leaves whole often ends sentences without
     punctuation ("...했다 그리고"), which Kiwi's splitter finds (it is ~100x slower, so only then)."""
-    from sentencex import segment
-
     sentences = []
     for sentence in segment("ko" if _HANGUL.search(paragraph) else "en", paragraph):
         sentence = sentence.strip()

@@ -37,9 +37,10 @@ class JSONTextField(forms.CharField):
 
 
 def _number(name: str, label, *, integer=False, required=True):
-    _default, low, high = defaults.PARAM_RANGES[name]
+    """A generation parameter, prefilled on a new assistant with the default every assistant starts from."""
+    default, low, high = defaults.PARAM_RANGES[name]
     field = forms.IntegerField if integer else forms.FloatField
-    kwargs = {"min_value": low, "max_value": high, "required": required, "label": label}
+    kwargs = {"min_value": low, "max_value": high, "required": required, "label": label, "initial": default}
     if not integer:
         kwargs["widget"] = forms.NumberInput(attrs={"step": "0.05"})
     return field(**kwargs)

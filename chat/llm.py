@@ -5,22 +5,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from billing.types import UsageContext
+from chat import aio
+from llm import gateway, registry, selectors
+from llm.providers import adapter_for
 from llm.types import ChatRequest, ChatResult, GenerationParams
 
 
 def answer_stream(*, tenant, target: str, request: ChatRequest, usage: UsageContext,
                   fallbacks=None) -> AsyncIterator[str | ChatResult]:
     """Text deltas as the model sends them, then one ChatResult (usage, model, server, timings)."""
-    from llm import gateway
-
     return gateway.chat_stream(tenant=tenant, target=target, request=request, usage=usage, fallbacks=fallbacks)
 
 
 def complete(*, tenant, target: str, request: ChatRequest, usage: UsageContext) -> ChatResult:
     """A whole (short) answer, for helper calls such as condensing a follow-up question (sync callers)."""
-    from chat import aio
-    from llm import gateway
-
     shared = aio.uses_shared_loop()
 
     async def call():
@@ -35,23 +33,15 @@ def complete(*, tenant, target: str, request: ChatRequest, usage: UsageContext) 
 
 async def close_loop_resources() -> None:
     """Close the gateway's pooled connections of the current event loop before the loop ends."""
-    from llm import gateway
-
     await gateway.aclose_clients()
 
 
 def default_answer_target() -> str:
     """The platform's answer model ("<pool>/<model>"), or "" when none is configured."""
-    try:
-        from llm import selectors
-    except ImportError:
-        return ""
     return selectors.default_answer_target() or ""
 
 
 def _pool_of(target: str, tenant=None):
-    from llm import registry
-
     try:
         pool_name, _model = registry.split_target(target)
         return registry.resolve_pool(pool_name, tenant=tenant)
@@ -61,8 +51,6 @@ def _pool_of(target: str, tenant=None):
 
 def context_window(*, tenant, target: str) -> int | None:
     """The model's real context window in tokens (None when unknown: the assistant's setting applies)."""
-    from llm import selectors
-
     return selectors.model_context_window(tenant=tenant, target=target)
 
 
@@ -80,27 +68,16 @@ def has_answer_model() -> bool:
 
 
 def default_cheap_target() -> str:
-    try:
-        from llm import selectors
-    except ImportError:
-        return ""
     return selectors.default_cheap_target() or ""
 
 
 def target_choices(*, tenant) -> list[tuple[str, str]]:
-    """(target, label) pairs for pickers; empty when the gateway can't list them."""
-    try:
-        from llm import selectors
-    except ImportError:
-        return []
+    """(target, label) pairs for pickers."""
     return list(selectors.target_choices(tenant=tenant))
 
 
 def ignored_params(target: str, params: GenerationParams, *, tenant=None) -> tuple[str, list[str]]:
     """(provider label, parameters that provider ignores) for a target, as the gateway will map them."""
-    from llm import registry
-    from llm.providers import adapter_for
-
     try:
         pool_name, model = registry.split_target(target)
         pool = registry.resolve_pool(pool_name, tenant=tenant)
@@ -112,16 +89,8 @@ def ignored_params(target: str, params: GenerationParams, *, tenant=None) -> tup
 
 def target_note(target: str) -> str:
     """A plain note for answers from this target (e.g. the tiny offline demo model), else ""."""
-    try:
-        from llm import selectors
-    except ImportError:
-        return ""
     return selectors.target_note(target)
 
 
 def target_label(target: str, *, tenant=None) -> str:
-    try:
-        from llm import selectors
-    except ImportError:
-        return target
     return selectors.target_label(target, tenant=tenant)

@@ -15,6 +15,11 @@ def _range(name: str):
     return [MinValueValidator(low), MaxValueValidator(high)]
 
 
+def _param_default(name: str):
+    """Generation parameters start from chat.defaults, like the new-assistant form (one source)."""
+    return defaults.PARAM_RANGES[name][0]
+
+
 def _default_prompt() -> str:
     return defaults.DEFAULT_SYSTEM_PROMPT
 
@@ -43,12 +48,16 @@ class Assistant(TenantModel):
                                     help_text=_("Used to rewrite follow-up questions. Empty: the platform's default."))
     system_prompt = models.TextField(_("system prompt"), default=_default_prompt)
     few_shot = models.JSONField(_("examples"), default=list, blank=True)  # [{"user": "...", "assistant": "..."}]
-    temperature = models.FloatField(_("temperature"), default=0.3, validators=_range("temperature"))
-    top_p = models.FloatField(_("top p"), default=0.85, validators=_range("top_p"))
-    top_k = models.PositiveIntegerField(_("top k"), default=20, null=True, blank=True, validators=_range("top_k"))
-    max_tokens = models.PositiveIntegerField(_("max tokens"), default=1024, validators=_range("max_tokens"))
-    presence_penalty = models.FloatField(_("presence penalty"), default=0.0, validators=_range("presence_penalty"))
-    frequency_penalty = models.FloatField(_("frequency penalty"), default=0.0,
+    temperature = models.FloatField(_("temperature"), default=_param_default("temperature"),
+                                    validators=_range("temperature"))
+    top_p = models.FloatField(_("top p"), default=_param_default("top_p"), validators=_range("top_p"))
+    top_k = models.PositiveIntegerField(_("top k"), default=_param_default("top_k"), null=True, blank=True,
+                                        validators=_range("top_k"))
+    max_tokens = models.PositiveIntegerField(_("max tokens"), default=_param_default("max_tokens"),
+                                             validators=_range("max_tokens"))
+    presence_penalty = models.FloatField(_("presence penalty"), default=_param_default("presence_penalty"),
+                                         validators=_range("presence_penalty"))
+    frequency_penalty = models.FloatField(_("frequency penalty"), default=_param_default("frequency_penalty"),
                                           validators=_range("frequency_penalty"))
     context_window = models.PositiveIntegerField(
         _("context window"), default=defaults.DEFAULT_CONTEXT_WINDOW,
@@ -139,8 +148,10 @@ class Message(TenantModel):
     # Per-request generation parameters (API callers may override the assistant's, e.g. temperature).
     overrides = models.JSONField(default=dict, blank=True)
     timings = models.JSONField(default=dict, blank=True)  # condense_ms, retrieval_ms, ttft_ms, total_ms
-    # The generation run that owns this answer: a redelivered task takes over and the old one stops writing.
+    # The generation run that owns this answer (its claim token, config.jobs): a redelivered task takes over and
+    # the old one stops writing. The run's process beats while it runs; the job sweep fails a silent one.
     run_id = models.CharField(max_length=32, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,

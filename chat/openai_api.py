@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import time
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -21,20 +20,20 @@ from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import as_drf_validation_error
 from accounts.api_errors import error_body
+from accounts.permissions import request_actor
 from accounts.schema import errors
 from chat import answers, defaults, selectors, services
 from chat.api import (
     ANSWER_ERRORS,
     SSE_EVENT_SCHEMA,
-    actor,
+    answer_usage_headers,
     error_response,
     usage_header_values,
     usage_headers,
 )
-from chat.models import Conversation, Message
-from chat.serializers import message_payload
+from chat.models import Message
+from chat.payloads import message_payload
 from chat.sse import answer_events
 
 
@@ -143,6 +142,20 @@ def _extension(payload: dict) -> dict:
             "answered_by": payload.get("answered_by", ""), "warnings": payload.get("warnings", [])}
 
 
+def completion_body(answer: Message, *, model: str, created: int) -> dict:
+    """A finished answer as an OpenAI chat.completion object, with ragdesk's extension fields."""
+    payload = message_payload(answer)
+    return {
+        "id": f"chatcmpl-{answer.pk}", "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.content},
+                     "finish_reason": _finish_reason(answer)}],
+        "usage": completion_usage(payload),
+        "citations": payload["citations"],
+        "sources": payload["sources"],
+        "ragdesk": _extension(payload),
+    }
+
+
 async def completion_chunks(*, tenant, message_id: int, model: str, created: int, include_usage: bool,
                             prelude: list | tuple = ()):
     chunk_id = f"chatcmpl-{message_id}"
@@ -182,7 +195,8 @@ COMPLETION_DOC = (
     "An OpenAI chat.completion object plus `citations` (the chunks the answer cites), `sources` (every chunk it "
     "was given, each with `cited`) and `ragdesk` ({conversation_id, message_id, status, answered_by: "
     "extractive|generative, warnings}); with stream=true, text/event-stream of chat.completion.chunk events whose "
-    "final chunk carries the same extensions, ending with data: [DONE]"
+    "final chunk carries the same extensions, ending with data: [DONE]. `usage` counts the model call that wrote "
+    "the answer, as OpenAI's does; X-Usage-Message-Tokens counts every call made for it (see the header)."
 )
 
 
@@ -193,6 +207,7 @@ class ChatCompletions(APIView):
         request=CompletionRequestSerializer,
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description=COMPLETION_DOC),
                    (200, "text/event-stream"): OpenApiResponse(SSE_EVENT_SCHEMA, description=COMPLETION_DOC)},
+        parameters=answer_usage_headers(200),
         summary="OpenAI-compatible chat completions (model = assistant name or id)",
         extensions=errors(*ANSWER_ERRORS),
     )
@@ -204,19 +219,9 @@ class ChatCompletions(APIView):
         if assistant is None:
             raise ModelNotFound(f"The model '{data['model']}' does not exist: use an assistant's name or id "
                                 "(GET /api/v1/openai/models).")
-        pairs, question_text = split_turns(data["messages"])
-        who = actor(request)
-        try:
-            conversation = services.conversation_create(tenant=request.tenant, assistant=assistant,
-                                                        source=Conversation.Source.OPENAI,
-                                                        title=question_text[:60], **who)
-            services.history_import(tenant=request.tenant, conversation=conversation, turns=pairs, **who)
-            _question, answer = services.question_ask(
-                tenant=request.tenant, assistant=assistant, conversation=conversation, content=question_text,
-                source=Conversation.Source.OPENAI, overrides=overrides_from(data), **who,
-            )
-        except DjangoValidationError as exc:
-            raise as_drf_validation_error(exc) from exc
+        turns, question = split_turns(data["messages"])
+        answer = services.openai_ask(tenant=request.tenant, assistant=assistant, turns=turns, question=question,
+                                     overrides=overrides_from(data), **request_actor(request))
         created = int(time.time())
         if data["stream"]:
             headers = usage_header_values(request=request, answer_id=None)
@@ -238,16 +243,7 @@ class ChatCompletions(APIView):
         if kind == "timeout":
             return Response(error_body("timeout", "The answer is taking too long."), status=504)
         answer.refresh_from_db()
-        payload = message_payload(answer)
-        body = {
-            "id": f"chatcmpl-{answer.pk}", "object": "chat.completion", "created": created, "model": assistant.name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.content},
-                         "finish_reason": _finish_reason(answer)}],
-            "usage": completion_usage(payload),
-            "citations": payload["citations"],
-            "sources": payload["sources"],
-            "ragdesk": _extension(payload),
-        }
+        body = completion_body(answer, model=assistant.name, created=created)
         return usage_headers(Response(body, status=status.HTTP_200_OK), request=request, answer_id=answer.pk)
 
 

@@ -11,28 +11,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 
 from django.db.models import F
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
+from accounts.errors import AppError
 from billing.errors import QuotaExceeded
-from billing.types import Stage, UsageContext
+from billing.services import usage_record
+from billing.types import Stage, Usage, UsageContext
 from chat import aio, defaults, extractive, prompting, retrieval, streams
 from chat import llm as gateway
 from chat.models import AnswerMode, Message
+from chat.payloads import message_payload
+from config import jobs
 from knowledge.search.selectors import SearchError
 from llm.types import (
     ChatRequest,
     ChatResult,
     ContextOverflow,
     GenerationParams,
-    InvalidParams,
     LLMError,
-    ModelUnavailable,
-    PolicyViolation,
 )
 
 log = logging.getLogger(__name__)
@@ -59,16 +59,8 @@ class Failure:
 
 
 def failure_from(exc: BaseException) -> Failure:
-    if isinstance(exc, QuotaExceeded):
-        return Failure("quota_exceeded", exc.message, 429, exc.retry_after_s, details=exc.as_dict())
-    if isinstance(exc, PolicyViolation):
-        return Failure("policy_violation", exc.message, 403)
-    if isinstance(exc, ModelUnavailable):
-        return Failure("model_unavailable", exc.message, 503)
-    if isinstance(exc, InvalidParams):
-        return Failure("invalid_params", exc.message, 400)
-    if isinstance(exc, LLMError):
-        return Failure("upstream_error", exc.message, getattr(exc, "status_code", 502) or 502)
+    if isinstance(exc, AppError):  # quota, data policy, model errors: each class declares its code and status
+        return Failure(exc.code, exc.message, exc.status, exc.retry_after, details=exc.details())
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return Failure("timeout", "The model took too long to answer.", 504)
     return Failure("internal_error", "The answer failed because of an internal error.", 500)
@@ -97,12 +89,6 @@ def usage_context(message: Message, stage: str) -> UsageContext:
         conversation_id=conversation.pk,
         message_id=message.pk,
     )
-
-
-def search_usage(message: Message) -> dict:
-    """Who pays for the search's own model calls (query embedding, expansion, compression)."""
-    return {"user_id": message.user_id, "api_key_id": message.api_key_id, "message_id": message.pk,
-            "assistant_id": message.conversation.assistant_id, "conversation_id": message.conversation_id}
 
 
 def history_for(message: Message) -> list[prompting.Turn]:
@@ -180,18 +166,21 @@ class AnswerRun:
     def __init__(self, *, tenant, message_id: int):
         self.tenant = tenant
         self.message_id = message_id
-        self.run_id = uuid.uuid4().hex
+        self.run_id = ""  # the claim token (config.jobs), once claimed
+        self.job: jobs.Job | None = None
         self.message: Message | None = None
 
     # -------------------------------------------------------------- claim and bookkeeping
 
     def claim(self) -> bool:
-        claimed = Message.objects.filter(
+        """Take the answer, or take it over from an earlier run (a redelivered task: the old run stops)."""
+        token = jobs.claim(Message.objects.filter(
             pk=self.message_id, role=Message.Role.ASSISTANT, status__in=[Message.Status.QUEUED, Message.Status.RUNNING]
-        ).update(status=Message.Status.RUNNING, run_id=self.run_id, attempts=F("attempts") + 1,
-                 started_at=Coalesce(F("started_at"), Now()))
-        if not claimed:
+        ), token_field="run_id", status=Message.Status.RUNNING, attempts=F("attempts") + 1,
+            started_at=Coalesce(F("started_at"), Now()))
+        if token is None:
             return False
+        self.run_id, self.job = token, jobs.Job(Message, self.message_id, token, token_field="run_id")
         self.message = Message.objects.select_related("conversation__assistant", "parent").get(pk=self.message_id)
         return True
 
@@ -200,8 +189,9 @@ class AnswerRun:
         return streams.run_key(self.message_id)
 
     def _save(self, **fields) -> bool:
-        """Write only while this run still owns the message (a redelivered task may have taken over)."""
-        return bool(Message.objects.filter(pk=self.message_id, run_id=self.run_id).update(**fields))
+        """Write only while this run still owns the message (a redelivered task or the job sweep may have taken
+        it)."""
+        return self.job.update(**fields)
 
     def _finish(self, *, status: str, text: str, failure: Failure | None = None, **fields) -> None:
         message = self.message
@@ -214,8 +204,6 @@ class AnswerRun:
         if failure is not None and status == Message.Status.FAILED:
             streams.publish(message.pk, "error", failure.as_dict())
         else:
-            from chat.serializers import message_payload
-
             streams.publish(message.pk, "done", {"status": status, "message": message_payload(message)})
 
     # -------------------------------------------------------------- the pipeline
@@ -223,11 +211,12 @@ class AnswerRun:
     def run(self) -> None:
         if not self.claim():
             return
-        try:
-            self._answer()
-        except Exception as exc:  # noqa: BLE001 - a bug must leave a failed answer, never one "answering" forever
-            log.exception("chat answer failed for message %s", self.message_id)
-            self._finish(status=Message.Status.FAILED, text="", failure=failure_from(exc))
+        with jobs.heartbeat(self.job):
+            try:
+                self._answer()
+            except Exception as exc:  # noqa: BLE001 - a bug must leave a failed answer, never one "answering" forever
+                log.exception("chat answer failed for message %s", self.message_id)
+                self._finish(status=Message.Status.FAILED, text="", failure=failure_from(exc))
 
     def _answer(self) -> None:
         message = self.message
@@ -253,7 +242,7 @@ class AnswerRun:
             standalone = self._condense(assistant, question, history, timings, warnings)
             t0 = time.monotonic()
             result = retrieval.retrieve(tenant=self.tenant, assistant=assistant, query=standalone,
-                                        usage=search_usage(message))
+                                        usage=usage_context(message, Stage.SEARCH))
             timings["retrieval_ms"] = round((time.monotonic() - t0) * 1000, 2)
             warnings += result.warnings
         except QuotaExceeded as exc:
@@ -440,7 +429,7 @@ class AnswerRun:
                 if outcome.status == Message.Status.DONE and not outcome.superseded:
                     raise
             except Exception as exc:  # noqa: BLE001 - every failure becomes a saved, visible state
-                if not isinstance(exc, LLMError | QuotaExceeded):
+                if not isinstance(exc, AppError):
                     log.exception("chat generation failed for message %s", self.message_id)
                 outcome.status = Message.Status.FAILED
                 outcome.failure = failure_from(exc)
@@ -462,8 +451,5 @@ def generate(*, tenant, message_id: int) -> None:
 
 def record_extractive_usage(*, tenant, message: Message, latency_ms: float) -> None:
     """A zero-cost ledger line, so usage pages count every answer, quoted ones included."""
-    from billing.services import usage_record
-    from billing.types import Usage
-
     usage_record(tenant=tenant, context=usage_context(message, Stage.EXTRACTIVE), provider="ragdesk",
                  model="extractive", usage=Usage(), latency_ms=latency_ms)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from html import escape
 
 import nh3
 from django.utils.translation import gettext as _
@@ -72,10 +71,6 @@ def render_answer(text: str, *, message_id: int, citations: list[dict] | None = 
     html = sanitize_markdown(text)
     numbers = {c["n"] for c in citations or []}
     return link_citations(html, message_id=message_id, numbers=numbers) if numbers else html
-
-
-def render_plain(text: str) -> str:
-    return escape(text or "").replace("\n", "<br>")
 
 
 def step_label(step: dict) -> str:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from billing.types import UsageContext
 from chat import defaults
+from knowledge.embeddings import SentenceTransformerEmbedder, UseEmbedder, get_embedder
 from knowledge.models import KnowledgeBase
+from knowledge.search.dense import embed_query
+from knowledge.search.selectors import MAX_QUERY_CHARS, search
 from knowledge.search.types import SearchResult
 
 # Keys of Assistant.retrieval that chat itself interprets; the rest are search settings passed to search().
@@ -18,20 +24,16 @@ def assistant_kb_ids(*, tenant, assistant) -> list[int]:
     return ids
 
 
-def retrieve(*, tenant, assistant, query: str, usage: dict | None = None) -> SearchResult:
+def retrieve(*, tenant, assistant, query: str, usage: UsageContext | None = None) -> SearchResult:
     """Search the assistant's knowledge bases. `usage` names the answer, so the search's own model calls
-    (query expansion, compression) are billed to it."""
-    from knowledge.search.selectors import MAX_QUERY_CHARS, search
-
+    (query embedding, expansion, compression) are billed to it."""
     settings = dict(assistant.retrieval or {})
     kb_ids = assistant_kb_ids(tenant=tenant, assistant=assistant)
     if not kb_ids:
         return SearchResult(query=query, hits=[], warnings=["no knowledge base"])
     options = {key: value for key, value in settings.items() if key not in CHAT_KEYS and key != "k"}
-    if usage:
-        options["usage"] = usage
     result = search(tenant=tenant, kb_ids=kb_ids, query=query[:MAX_QUERY_CHARS],
-                    k=int(settings.get("k") or defaults.DEFAULT_K), options=options)
+                    k=int(settings.get("k") or defaults.DEFAULT_K), options=options, usage=usage)
     result.hits = relevant_hits(result.hits, min_dense_score=settings.get("min_dense_score"))
     return result
 
@@ -52,10 +54,6 @@ def sentence_similarity(*, tenant, hits: list):
     """A dense similarity for extractive answers: the question against candidate passages, with the embedding
     model of the best hit's knowledge base, when that model runs in-process (a paid embedding API is never
     called per answer). None: quote by words alone."""
-    import numpy as np
-
-    from knowledge.embeddings import SentenceTransformerEmbedder, UseEmbedder, get_embedder
-
     if not hits:
         return None
     model = (KnowledgeBase.objects.filter(tenant=tenant, pk=hits[0].kb_id)
@@ -71,8 +69,6 @@ def sentence_similarity(*, tenant, hits: list):
 
     def similarity(question: str, texts: list[str]):
         texts = texts[:limit]
-        from knowledge.search.dense import embed_query
-
         vectors = np.asarray(embedder.embed_documents(texts), dtype=np.float32)
         query = embed_query(tenant=None, model=model, text=question)  # search embedded it already: memoised
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)

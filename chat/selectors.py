@@ -4,9 +4,14 @@ the API); an API key acts for the whole tenant and sees all of the tenant's conv
 from __future__ import annotations
 
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.http import Http404
+from django.utils.translation import gettext as _
 
 from accounts.selectors import tenant_object_or_404
+from billing.selectors import usage_for_messages
+from chat import llm
 from chat.models import Assistant, Conversation, Feedback, Message
+from chat.pipeline import generation_params
 
 
 def assistant_list(*, tenant) -> QuerySet:
@@ -31,8 +36,12 @@ def assistant_by_model_name(*, tenant, model: str) -> Assistant | None:
     return found
 
 
-def assistant_default(*, tenant) -> Assistant | None:
-    return Assistant.objects.filter(tenant=tenant).order_by("-is_default", "name").first()
+def assistant_parameter_notes(*, tenant, assistant: Assistant) -> list[str]:
+    """Visible notes about parameters the chosen provider ignores (e.g. OpenAI has no top_k)."""
+    target = assistant.answer_target or llm.default_answer_target()
+    provider, ignored = llm.ignored_params(target, generation_params(assistant), tenant=tenant)
+    return [_("%(provider)s ignores %(param)s; it has no such setting.") % {"provider": provider, "param": name}
+            for name in ignored]
 
 
 def _visible(qs: QuerySet, *, user=None, api_key=None) -> QuerySet:
@@ -58,8 +67,6 @@ def conversation_get(*, tenant, conversation_id, user=None, api_key=None) -> Con
     """Another person's conversation is a 404, exactly like another tenant's."""
     conversation = tenant_object_or_404(Conversation, tenant=tenant, pk=conversation_id)
     if not _visible(Conversation.objects.filter(pk=conversation.pk), user=user, api_key=api_key).exists():
-        from django.http import Http404
-
         raise Http404("No conversation matches the given query.")
     return conversation
 
@@ -77,8 +84,6 @@ def message_get(*, tenant, message_id, user=None, api_key=None) -> Message:
 def answer_get(*, tenant, message_id, user=None, api_key=None) -> Message:
     message = message_get(tenant=tenant, message_id=message_id, user=user, api_key=api_key)
     if message.role != Message.Role.ASSISTANT:
-        from django.http import Http404
-
         raise Http404("No answer matches the given query.")
     return message
 
@@ -103,8 +108,6 @@ def feedback_for(*, message: Message) -> Feedback | None:
 
 def attach_usage(*, tenant, answers: list[Message]) -> None:
     """Give each answer `ledger_usage` (tokens and cost by stage from the billing ledger), in one query."""
-    from billing.selectors import usage_for_messages
-
     usage = usage_for_messages(tenant=tenant, message_ids=[a.pk for a in answers])
     for answer in answers:
         answer.ledger_usage = usage.get(answer.pk)

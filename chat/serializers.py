@@ -1,137 +1,56 @@
 from __future__ import annotations
 
-from django.urls import NoReverseMatch, reverse
+import functools
+from types import UnionType
+from typing import Annotated, Literal, NotRequired, Union, get_args, get_origin, get_type_hints, is_typeddict
+
+from django.db.models import Choices
 from rest_framework import serializers
 
 from chat import defaults
-from chat.models import Assistant, Conversation, Feedback, Message
+from chat.models import Assistant, Conversation, Feedback
+from chat.payloads import IsoDateTime, MessagePayload, message_payload
+from chat.selectors import assistant_parameter_notes
 
-_DOCUMENT_ROUTES = ("knowledge:document-detail", "knowledge:document", "knowledge:document_detail")
-
-
-def document_url(document_id: int | None) -> str:
-    """Link to a cited document's page in the knowledge app (empty when that page does not exist)."""
-    if document_id is None:
-        return ""
-    for name in _DOCUMENT_ROUTES:
-        try:
-            return reverse(name, kwargs={"document_id": document_id})
-        except NoReverseMatch:
-            continue
-    return ""
+SCALAR_FIELDS = {int: serializers.IntegerField, str: serializers.CharField, bool: serializers.BooleanField,
+                 IsoDateTime: serializers.DateTimeField}
 
 
-def citation_payload(citation: dict) -> dict:
-    return {**citation, "url": document_url(citation.get("document_id"))}
+def _schema_field(hint, **options) -> serializers.Field:
+    """The DRF field that documents one key of a payload TypedDict (chat.payloads)."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is NotRequired:
+        return _schema_field(args[0], **{**options, "required": False})
+    if origin is Annotated:
+        return _schema_field(args[0], **{**options, "help_text": args[1]})
+    if origin in (UnionType, Union):  # X | None
+        (hint,) = set(args) - {type(None)}
+        return _schema_field(hint, **{**options, "allow_null": True})
+    if origin is Literal:
+        return serializers.ChoiceField(choices=list(args), **options)
+    if origin is list:
+        if is_typeddict(args[0]):
+            return payload_serializer(args[0])(many=True, **options)
+        return serializers.ListField(child=_schema_field(args[0]), **options)
+    if is_typeddict(hint):
+        return payload_serializer(hint)(**options)
+    if hint in SCALAR_FIELDS:
+        return SCALAR_FIELDS[hint](**options)
+    if issubclass(hint, Choices):
+        return serializers.ChoiceField(choices=hint.choices, **options)
+    raise TypeError(f"No schema field for {hint!r}")
 
 
-def given_sources(message: Message) -> list[dict]:
-    """Every chunk the answer was given ([1..n] as in the prompt). Answers saved before sources were kept
-    fall back to their citations, so the cited chunks are always among the sources."""
-    return list(message.sources or message.citations or [])
+@functools.cache  # one class per TypedDict, so the schema has one component for it
+def payload_serializer(shape: type) -> type[serializers.Serializer]:
+    """A serializer documenting a payload TypedDict: its keys, types, optional keys and descriptions."""
+    fields = {name: _schema_field(hint) for name, hint in get_type_hints(shape, include_extras=True).items()}
+    return type(f"{shape.__name__}Serializer", (serializers.Serializer,),
+                {**fields, "__doc__": shape.__doc__, "__module__": __name__})
 
 
-def source_payloads(message: Message) -> list[dict]:
-    """The given chunks in their own order ([1..n]), each with its link and whether the answer cites it."""
-    cited = {c.get("n") for c in message.citations or []}
-    return [{**citation_payload(s), "cited": s.get("n") in cited} for s in given_sources(message)]
-
-
-def usage_estimated(message: Message) -> bool:
-    """Counted offline because the provider reported no counts. An answer no model wrote (extractive, or the
-    "no relevant documents" reply) used no tokens, so there is nothing to estimate."""
-    return bool(message.usage_estimated and (message.input_tokens or message.output_tokens))
-
-
-def message_payload(message: Message) -> dict:
-    """One message as the API, the SSE `done` event and the OpenAI extension field show it."""
-    data = {
-        "id": message.pk,
-        "conversation_id": message.conversation_id,
-        "role": message.role,
-        "content": message.content,
-        "status": message.status,
-        "created_at": message.created_at.isoformat() if message.created_at else None,
-    }
-    if message.role == Message.Role.ASSISTANT:
-        data.update({
-            "question_id": message.parent_id,
-            "version": message.version,
-            "citations": [citation_payload(c) for c in message.citations or []],
-            "sources": source_payloads(message),
-            "answered_by": message.answered_by,
-            "error": {"code": message.error_code, "message": message.error} if message.error_code else None,
-            "model": message.model,
-            "usage": {
-                "input_tokens": message.input_tokens,
-                "cached_input_tokens": message.cached_input_tokens,
-                "output_tokens": message.output_tokens,
-                "estimated": usage_estimated(message),
-            },
-            "ignored_params": message.ignored_params or [],
-            "warnings": message.warnings or [],
-            "finished_at": message.finished_at.isoformat() if message.finished_at else None,
-        })
-    return data
-
-
-class CitationSerializer(serializers.Serializer):
-    n = serializers.IntegerField(help_text="The number the answer text uses: [n].")
-    chunk_id = serializers.IntegerField()
-    document_id = serializers.IntegerField()
-    kb_id = serializers.IntegerField()
-    title = serializers.CharField(help_text="Document title.")
-    page = serializers.IntegerField(allow_null=True, help_text="Page (PDF), else null.")
-    heading = serializers.CharField(required=False, help_text="Heading path, e.g. 'Guide > Install'.")
-    snippet = serializers.CharField(help_text="The start of the chunk's text.")
-    url = serializers.CharField(help_text="The document's page in the web app.")
-
-
-class SourceSerializer(CitationSerializer):
-    cited = serializers.BooleanField(help_text="Whether the answer cites this chunk (it is then in `citations`).")
-
-
-class UsageSerializer(serializers.Serializer):
-    input_tokens = serializers.IntegerField()
-    cached_input_tokens = serializers.IntegerField()
-    output_tokens = serializers.IntegerField()
-    estimated = serializers.BooleanField(
-        help_text="true only when the provider reported no token counts for the answer (e.g. a stream cut off "
-                  "before its final usage report) and they were counted offline; an extractive answer uses no "
-                  "tokens and is never estimated.")
-
-
-class ErrorInfoSerializer(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-
-
-class MessageSerializer(serializers.Serializer):
+class MessageSerializer(payload_serializer(MessagePayload)):
     """Documentation of message_payload (what the endpoints return)."""
-
-    id = serializers.IntegerField()
-    conversation_id = serializers.IntegerField()
-    role = serializers.ChoiceField(choices=Message.Role.choices)
-    content = serializers.CharField()
-    status = serializers.ChoiceField(choices=Message.Status.choices)
-    created_at = serializers.DateTimeField()
-    question_id = serializers.IntegerField(required=False, allow_null=True)
-    version = serializers.IntegerField(required=False)
-    citations = CitationSerializer(many=True, required=False,
-                                   help_text="The chunks the answer cites as [n] (a subset of `sources`).")
-    sources = SourceSerializer(many=True, required=False,
-                               help_text="Every chunk the answer was given, numbered [1..n] as in the prompt, cited "
-                                         "or not. Empty when no relevant chunk was found.")
-    answered_by = serializers.ChoiceField(
-        choices=["extractive", "generative", ""], required=False,
-        help_text="What wrote the answer: `extractive` (passages quoted from the documents, no model) or "
-                  "`generative` (the model named in `model`); empty while it is being prepared.")
-    error = ErrorInfoSerializer(required=False, allow_null=True)
-    model = serializers.CharField(required=False)
-    usage = UsageSerializer(required=False)
-    ignored_params = serializers.ListField(child=serializers.CharField(), required=False)
-    warnings = serializers.ListField(child=serializers.CharField(), required=False)
-    finished_at = serializers.DateTimeField(required=False, allow_null=True)
 
     def to_representation(self, instance):
         return message_payload(instance)
@@ -185,10 +104,8 @@ class AssistantSerializer(serializers.ModelSerializer):
         }
 
     def get_parameter_notes(self, obj) -> list[str]:
-        from chat.services import parameter_notes
-
         request = self.context.get("request")
-        return parameter_notes(obj, tenant=getattr(request, "tenant", None))
+        return assistant_parameter_notes(tenant=getattr(request, "tenant", None), assistant=obj)
 
 
 

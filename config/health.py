@@ -35,3 +35,18 @@ def readyz(request):
     checks["broker"] = _redis_ok(settings.CELERY_BROKER_URL) if settings.CELERY_BROKER_URL.startswith("redis") else None
     ok = all(v is not False for v in checks.values())
     return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+
+
+PROBES = {"/healthz": healthz, "/readyz": readyz}
+
+
+class ProbeMiddleware:
+    """Answers the probes before anything reads the Host header: an orchestrator probes a container or pod by its
+    address (`Host: 10.1.2.3:8000`), which ALLOWED_HOSTS rightly does not list, so CommonMiddleware would say 400."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        probe = PROBES.get(request.path_info)
+        return probe(request) if probe else self.get_response(request)

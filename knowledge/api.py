@@ -1,12 +1,10 @@
 """REST API for knowledge bases and documents (/api/v1/...). Reads need the "read" scope, writes "write"."""
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import as_drf_validation_error
 from accounts.schema import errors
 from config.parsers import FormParser, JSONParser, MultiPartParser
 from knowledge import selectors, services
@@ -22,22 +20,6 @@ from knowledge.serializers import (
 from knowledge.uploads import declared_too_large, install_limit
 
 
-class PayloadTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "too_large"
-    default_detail = "The file is too large."
-
-
-class Conflict(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
-    default_detail = "The request conflicts with the current state."
-
-
-def _drf(exc: DjangoValidationError):
-    return as_drf_validation_error(exc)
-
-
 class KnowledgeBaseListCreate(generics.ListAPIView):
     serializer_class = KnowledgeBaseSerializer
 
@@ -49,11 +31,8 @@ class KnowledgeBaseListCreate(generics.ListAPIView):
     def post(self, request):
         data = KnowledgeBaseWriteSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            kb = services.kb_create(tenant=request.tenant, created_by=getattr(request.user, "pk", None) and request.user,
-                                    **data.validated_data)
-        except DjangoValidationError as exc:
-            raise _drf(exc) from exc
+        kb = services.kb_create(tenant=request.tenant, created_by=getattr(request.user, "pk", None) and request.user,
+                                **data.validated_data)
         return Response(KnowledgeBaseSerializer(kb).data, status=status.HTTP_201_CREATED)
 
 
@@ -69,10 +48,7 @@ class KnowledgeBaseDetail(APIView):
         kb = selectors.kb_get(tenant=request.tenant, kb_id=kb_id)
         data = KnowledgeBaseWriteSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        try:
-            kb = services.kb_update(tenant=request.tenant, kb=kb, **data.validated_data)
-        except DjangoValidationError as exc:
-            raise _drf(exc) from exc
+        kb = services.kb_update(tenant=request.tenant, kb=kb, **data.validated_data)
         return Response(KnowledgeBaseSerializer(kb).data)
 
     @extend_schema(responses={204: None}, summary="Delete a knowledge base with all its documents and chunks")
@@ -114,21 +90,16 @@ class KnowledgeBaseDocuments(generics.ListAPIView):
     def post(self, request, kb_id):
         kb = selectors.kb_get(tenant=request.tenant, kb_id=kb_id)
         if declared_too_large(request):
-            raise PayloadTooLarge(services.too_large_message())
+            raise services.UploadTooLarge(services.too_large_message())
         limiter = install_limit(request._request)
         upload = request.FILES.get("file")
         if limiter.exceeded:
-            raise PayloadTooLarge(services.too_large_message())
+            raise services.UploadTooLarge(services.too_large_message())
         if upload is None:
             raise exceptions.ValidationError({"file": ["Send the file as multipart/form-data field 'file'."]})
-        try:
-            document, created = services.document_create(
-                tenant=request.tenant, kb=kb, upload=upload, title=str(request.data.get("title", "")).strip(),
-            )
-        except services.UploadRejected as exc:
-            if exc.status == 413:
-                raise PayloadTooLarge(exc.message) from exc
-            raise exceptions.ValidationError({"file": [exceptions.ErrorDetail(exc.message, code=exc.code)]}) from exc
+        document, created = services.document_create(
+            tenant=request.tenant, kb=kb, upload=upload, title=str(request.data.get("title", "")).strip(),
+        )
         body = DocumentSerializer(document).data
         body["duplicate"] = not created
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
@@ -152,10 +123,7 @@ class DocumentRetry(APIView):
                    summary="Run a failed document again")
     def post(self, request, document_id):
         document = selectors.document_get(tenant=request.tenant, document_id=document_id)
-        try:
-            document = services.document_retry(tenant=request.tenant, document=document)
-        except DjangoValidationError as exc:
-            raise Conflict(" ".join(exc.messages)) from exc
+        document = services.document_retry(tenant=request.tenant, document=document)
         return Response(DocumentSerializer(document).data, status=status.HTTP_202_ACCEPTED)
 
 

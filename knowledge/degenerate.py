@@ -39,7 +39,7 @@ _SPACE = re.compile(r"\s")
 
 
 def min_chunks() -> int:
-    return int(getattr(settings, "INGEST_DEGENERATE_MIN_CHUNKS", 100))
+    return settings.INGEST_DEGENERATE_MIN_CHUNKS
 
 
 def windows(text: str, size: int = WINDOW, count: int = WINDOWS) -> list[str]:

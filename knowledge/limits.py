@@ -20,7 +20,10 @@ from django.db import connection
 from django.utils.translation import gettext as _
 
 from accounts.models import Tenant
+from billing.selectors import plan_for
+from knowledge import degenerate
 from knowledge.parsers.base import ParsedDocument, ParseError
+from knowledge.selectors import chunk_usage
 
 TENANT_LOCK = 0x6B636E74  # pg advisory lock class: one chunk reservation per tenant at a time
 
@@ -46,13 +49,11 @@ def _lower(plan_value, ceiling) -> tuple[int | None, bool]:
 
 
 def chunk_limits(*, tenant: Tenant) -> ChunkLimits:
-    from billing.selectors import plan_for
-
     plan = plan_for(tenant=tenant)
     per_document, document_from_plan = _lower(
-        plan and plan.max_chunks_per_document, getattr(settings, "INGEST_MAX_CHUNKS_PER_DOCUMENT", 0))
+        plan and plan.max_chunks_per_document, settings.INGEST_MAX_CHUNKS_PER_DOCUMENT)
     per_tenant, tenant_from_plan = _lower(
-        plan and plan.max_chunks_per_tenant, getattr(settings, "INGEST_MAX_CHUNKS_PER_TENANT", 0))
+        plan and plan.max_chunks_per_tenant, settings.INGEST_MAX_CHUNKS_PER_TENANT)
     return ChunkLimits(per_document, per_tenant, plan.name if plan else "", document_from_plan, tenant_from_plan)
 
 
@@ -108,9 +109,6 @@ def lock_tenant(tenant: Tenant) -> None:
 def check_parsed(*, tenant: Tenant, document_id: int, parsed: ParsedDocument, kb) -> ChunkLimits:
     """Right after parsing: degenerate text, then the limits against the fewest chunks this text can make.
     Returns the limits, for the exact checks once the text is chunked."""
-    from knowledge import degenerate
-    from knowledge.selectors import chunk_usage
-
     refusal = degenerate.reason(parsed, chunk_size=kb.chunk_size, chunk_overlap=kb.chunk_overlap)
     if refusal:
         raise Refused(refusal)
@@ -125,8 +123,6 @@ def check_parsed(*, tenant: Tenant, document_id: int, parsed: ParsedDocument, kb
 def reserve(*, tenant: Tenant, document_id: int, allowed: ChunkLimits, chunks: int) -> None:
     """The exact team total, first thing in the transaction that records the document's chunk count: until it
     commits, no other document of the tenant can count or reserve (lock order: tenant, then document)."""
-    from knowledge.selectors import chunk_usage
-
     if allowed.per_tenant is None:
         return
     lock_tenant(tenant)

@@ -8,6 +8,7 @@ from django.utils.translation import gettext_lazy as _
 from pgvector.django import VectorField
 
 from accounts.models import TenantModel
+from knowledge.parsers.base import describe_warning
 
 # Dimensions with a partial HNSW index (see migration 0002). A KB whose embedding model has another
 # dimension still works, with exact (sequential) vector search.
@@ -67,6 +68,9 @@ class Document(TenantModel):
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
     error = models.TextField(blank=True)
+    # What reading the file took, e.g. [{"code": "undecodable", "count": 12}]: stored as codes, shown in each
+    # reader's language (warning_messages).
+    warnings = models.JSONField(default=list, blank=True)
     chunks_total = models.PositiveIntegerField(default=0)
     chunks_embedded = models.PositiveIntegerField(default=0)
     page_count = models.PositiveIntegerField(null=True, blank=True)
@@ -105,6 +109,10 @@ class Document(TenantModel):
     def is_active(self) -> bool:
         """Queued or being processed: the page keeps polling while any document is active."""
         return self.status not in (self.Status.READY, self.Status.FAILED)
+
+    @property
+    def warning_messages(self) -> list[str]:
+        return [describe_warning(w) for w in self.warnings or []]
 
     @property
     def progress_percent(self) -> int:

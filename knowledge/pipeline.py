@@ -2,17 +2,17 @@
 
 Crash safety. The database is the queue; Celery messages only say "look at document N, version V".
   * Claim: a conditional UPDATE moves a *queued* document of the expected version to "parsing" with a fresh
-    claim token. Every later write of that run is conditional on the token (the document row is locked with
-    SELECT ... FOR UPDATE inside each write transaction), so a run that was superseded (re-index, delete, or the
-    watchdog handing the work to another worker) stops without writing anything.
+    claim token (config.jobs, the one job engine). Every later write of that run is conditional on the token
+    (the document row is locked with SELECT ... FOR UPDATE inside each write transaction), so a run that was
+    superseded (re-index, delete, or the job sweep handing the work to another worker) stops without writing.
   * Chunks are written per embedding batch, keyed by (document, ordinal) with ON CONFLICT DO NOTHING. A run
     that resumes a version re-parses (cheap, deterministic) and embeds only the ordinals still missing, so
     there are never duplicate or missing chunks. A new version first deletes the old chunks in one transaction.
-  * A claimed run beats every INGEST_HEARTBEAT_SECONDS from a side thread (knowledge.heartbeat), however long
-    one step takes. A worker that dies leaves the document in parsing/chunking/embedding with a heartbeat that
-    stops; after INGEST_STALE_AFTER_SECONDS (a few missed beats) the watchdog (Celery beat, `watchdog()`) puts
-    it back in the queue, or fails it after INGEST_MAX_ATTEMPTS claims. Heartbeats and the stale cutoff both use
-    the database clock.
+  * A claimed run beats every JOBS_HEARTBEAT_SECONDS from the process's beat thread, however long one step
+    takes. A worker that dies leaves the document in parsing/chunking/embedding with a heartbeat that stops;
+    after JOBS_STALE_AFTER_SECONDS (a few missed beats) the job sweep (Celery beat, INGEST_JOB) puts it back in
+    the queue, or fails it after INGEST_MAX_ATTEMPTS claims. Heartbeats and the stale cutoff both use the
+    database clock.
   * Transient errors (network, rate limits, database hiccups) requeue the document with exponential backoff
     (`retry_at`); permanent ones (bad file, refused key) fail it with the reason shown to the user.
   * Size: right after parsing, degenerate text (knowledge.degenerate) and documents over the plan's chunk
@@ -31,19 +31,24 @@ from __future__ import annotations
 import logging
 import random
 import time
-import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import F, Q
-from django.db.models.functions import Now
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
 from accounts.models import Tenant
 from accounts.tenancy import system_scope, tenant_scope
+from billing.types import Stage, UsageContext
+from config import jobs
+from knowledge import chunking, limits, parsers
+from knowledge.embeddings import EmbeddingError, get_embedder
 from knowledge.models import Chunk, Document, KnowledgeBase
+from knowledge.parsers import ParseError, UnsupportedFile, format_for
+from knowledge.search import services as search
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +58,12 @@ QUEUED, PARSING, CHUNKING, EMBEDDING, READY, FAILED = (
 )
 IN_PROGRESS = (PARSING, CHUNKING, EMBEDDING)
 DISPATCH_LOCK = 0x6B6E6F77  # pg advisory lock key: one dispatcher at a time
-INGEST_QUEUE = "ingest"
 
 # Messages stored on the document (shown in the UI, translated there when they match a catalog entry).
 MSG_FILE_MISSING = gettext_noop("The original file is missing from storage; upload it again.")
 MSG_NO_CHUNKS = gettext_noop("The file contains no text.")
 MSG_INTERRUPTED = gettext_noop("The worker stopped while processing this document; it will be retried.")
 MSG_TOO_LONG = gettext_noop("Processing took too long and was stopped.")
-
-
-def conf(name: str, default):
-    return getattr(settings, name, default)
 
 
 class Superseded(Exception):
@@ -87,23 +87,19 @@ class Run:
         self.may_yield = may_yield
         self.document = document
         self.kb: KnowledgeBase = document.kb
-        self.token = token
         self.version = document.version
+        self.job = jobs.Job(Document, document.pk, token, version=self.version)
         self.started = time.monotonic()
         self._yield_checked = 0.0
 
     # ---- conditional writes
-    def _owned(self):
-        return Document.objects.filter(pk=self.document.pk, claim_token=self.token, version=self.version)
-
     def _lock(self) -> None:
-        if not self._owned().select_for_update().values_list("pk", flat=True).first():
+        if not self.job.owned().select_for_update().values_list("pk", flat=True).first():
             raise Superseded
 
     def _set(self, **fields) -> None:
-        fields.setdefault("heartbeat_at", Now())  # the database clock, as the watchdog's cutoff
         fields.setdefault("updated_at", timezone.now())
-        if not self._owned().update(**fields):
+        if not self.job.update(**fields):
             raise Superseded
         for key, value in fields.items():
             if not hasattr(value, "resolve_expression"):
@@ -114,11 +110,6 @@ class Run:
 
     # ---- stages
     def execute(self) -> None:
-        from knowledge import chunking, limits, parsers
-        from knowledge.embeddings import EmbeddingError, get_embedder
-        from knowledge.parsers import ParseError, UnsupportedFile, format_for
-        from knowledge.search import services as search
-
         doc, kb = self.document, self.kb
         try:
             fmt = format_for(doc.filename)
@@ -128,7 +119,7 @@ class Run:
         parsed = parsers.parse(fmt, data, filename=doc.filename, progress=self.heartbeat)
         del data
         allowed = limits.check_parsed(tenant=self.tenant, document_id=doc.pk, parsed=parsed, kb=kb)
-        update = {"status": CHUNKING, "page_count": parsed.page_count}
+        update = {"status": CHUNKING, "page_count": parsed.page_count, "warnings": parsed.warnings}
         if parsed.title and doc.title == doc.filename:
             update["title"] = parsed.title[:300]
         self._set(**update)
@@ -157,7 +148,7 @@ class Run:
                 f"{kb.embedding_dim}; re-create the knowledge base or change its model."
             )
         todo = [d for d in drafts if d.ordinal not in existing]
-        batch_size = max(1, int(conf("INGEST_EMBED_BATCH", 32)))
+        batch_size = max(1, settings.INGEST_EMBED_BATCH)
         embedding_since = time.monotonic()
         for start in range(0, len(todo), batch_size):
             if start and self.may_yield and self._should_yield(time.monotonic() - embedding_since, prepared):
@@ -181,7 +172,7 @@ class Run:
 
     def _should_yield(self, embedding_for: float, prepared: float) -> bool:
         """After a slice of embedding (at least four times what resuming costs), when another tenant waits."""
-        if embedding_for < max(float(conf("INGEST_YIELD_AFTER_SECONDS", 120)), 4 * prepared):
+        if embedding_for < max(settings.INGEST_YIELD_AFTER_SECONDS, 4 * prepared):
             return False
         now = time.monotonic()
         if now - self._yield_checked < 5:  # one query every few seconds at most
@@ -190,8 +181,6 @@ class Run:
         return others_waiting(tenant_id=self.tenant.pk)
 
     def _finish(self, expected: int) -> None:
-        from knowledge.search import services as search
-
         doc = self.document
         with transaction.atomic():
             self._lock()
@@ -205,8 +194,6 @@ class Run:
                       chunks_embedded=stored)
 
     def _usage(self, first_ordinal: int):
-        from billing.types import Stage, UsageContext
-
         return UsageContext(
             stage=Stage.EMBEDDING,
             idempotency_key=f"embed:{self.document.pk}:v{self.version}:{first_ordinal}",
@@ -214,8 +201,6 @@ class Run:
         )
 
     def _read_file(self) -> bytes:
-        from knowledge.parsers import ParseError
-
         doc = self.document
         if not doc.file:
             raise ParseError(MSG_FILE_MISSING)
@@ -230,39 +215,37 @@ class Run:
     # ---- endings
     def fail(self, message: str) -> None:
         now = timezone.now()
-        self._owned().update(status=FAILED, error=message[:2000], finished_at=now, claim_token="",
-                             dispatched_at=None, heartbeat_at=Now(), updated_at=now)
+        self.job.update(status=FAILED, error=message[:2000], finished_at=now, claim_token="", dispatched_at=None,
+                        updated_at=now)
 
     def release(self) -> None:
         """Back to the queue to resume later: the chunks stay, and this claim does not count as an attempt."""
-        self._owned().update(status=QUEUED, claim_token="", dispatched_at=None, retry_at=None, error="",
-                             attempts=F("attempts") - 1, heartbeat_at=Now(), updated_at=timezone.now())
+        self.job.update(status=QUEUED, claim_token="", dispatched_at=None, retry_at=None, error="",
+                        attempts=F("attempts") - 1, updated_at=timezone.now())
 
     def defer(self, reason: str) -> None:
         """Back to the queue with backoff, or failed when the attempts are used up."""
         attempts = Document.objects.filter(pk=self.document.pk).values_list("attempts", flat=True).first() or 0
-        max_attempts = conf("INGEST_MAX_ATTEMPTS", 5)
+        max_attempts = settings.INGEST_MAX_ATTEMPTS
         if attempts >= max_attempts:
             self.fail(f"Gave up after {attempts} attempts. Last error: {reason}")
             return
-        delay = min(conf("INGEST_RETRY_BASE_SECONDS", 10) * (3 ** (attempts - 1)), 900) * random.uniform(0.8, 1.2)
+        delay = min(settings.INGEST_RETRY_BASE_SECONDS * (3 ** (attempts - 1)), 900) * random.uniform(0.8, 1.2)
         now = timezone.now()
-        self._owned().update(status=QUEUED, claim_token="", dispatched_at=None, retry_at=now + timedelta(seconds=delay),
-                             error=f"Retrying: {reason}"[:2000], heartbeat_at=Now(), updated_at=now)
+        self.job.update(status=QUEUED, claim_token="", dispatched_at=None, retry_at=now + timedelta(seconds=delay),
+                        error=f"Retrying: {reason}"[:2000], updated_at=now)
 
 
 def claim(*, document_id: int, version: int | None, force: bool = False) -> str | None:
     """Take a queued document for processing; the claim token, or None when it is not ours to take."""
-    token = uuid.uuid4().hex
     now = timezone.now()
     waiting = Document.objects.filter(pk=document_id, status=QUEUED)
     if version is not None:
         waiting = waiting.filter(version=version)
     if not force:
         waiting = waiting.filter(Q(retry_at__isnull=True) | Q(retry_at__lte=now))
-    claimed = waiting.update(status=PARSING, claim_token=token, heartbeat_at=Now(), started_at=now, finished_at=None,
-                             attempts=F("attempts") + 1, retry_at=None, error="", updated_at=now)
-    return token if claimed else None
+    return jobs.claim(waiting, status=PARSING, started_at=now, finished_at=None, attempts=F("attempts") + 1,
+                      retry_at=None, error="", updated_at=now)
 
 
 def run_document(*, document_id: int, version: int | None = None, force: bool = False, may_yield: bool = False) -> str:
@@ -279,21 +262,13 @@ def run_document(*, document_id: int, version: int | None = None, force: bool = 
 
 
 def _run(tenant: Tenant, document_id: int, version: int | None, force: bool, may_yield: bool) -> str:
-    from celery.exceptions import SoftTimeLimitExceeded
-
-    from knowledge.embeddings import EmbeddingError
-    from knowledge.heartbeat import Heartbeat
-    from knowledge.parsers import ParseError
-
     token = claim(document_id=document_id, version=version, force=force)
     if token is None:
         return "skipped"
     document = Document.objects.select_related("kb").get(pk=document_id)
     run = Run(tenant, document, token, may_yield=may_yield)
-    beats = Heartbeat(tenant=tenant, document_id=document_id, token=token, version=run.version,
-                      interval=float(conf("INGEST_HEARTBEAT_SECONDS", 5)))
     try:
-        with beats:
+        with jobs.heartbeat(run.job):
             run.execute()
         return "ready"
     except Yielded:
@@ -334,11 +309,11 @@ def _run(tenant: Tenant, document_id: int, version: int | None, force: bool, may
 def _quietly(fn, *args) -> None:
     try:
         fn(*args)
-    except Exception:  # the watchdog recovers the document later
-        log.exception("could not record the outcome; the watchdog will requeue the document")
+    except Exception:  # the job sweep recovers the document later
+        log.exception("could not record the outcome; the job sweep will requeue the document")
 
 
-# ------------------------------------------------------------------ dispatcher and watchdog
+# ------------------------------------------------------------------ dispatcher and job sweep
 
 _PICK_SQL = """
 WITH waiting AS (
@@ -389,13 +364,16 @@ def in_flight() -> int:
     ).count()
 
 
+def send_document(document_id: int, version: int) -> None:
+    from knowledge.tasks import process_document  # cycle: knowledge.tasks -> knowledge.pipeline
+
+    process_document.apply_async((document_id, version), queue=settings.INGEST_QUEUE)
+
+
 def dispatch(*, send=None) -> int:
     """Send task messages for waiting documents while the window has room. Returns how many were sent."""
-    from knowledge.tasks import process_document
-
-    queue = conf("INGEST_QUEUE", INGEST_QUEUE)
-    send = send or (lambda doc_id, version: process_document.apply_async((doc_id, version), queue=queue))
-    window = max(1, int(conf("INGEST_DISPATCH_WINDOW", 8)))
+    send = send or send_document
+    window = max(1, settings.INGEST_DISPATCH_WINDOW)
     with system_scope():
         with transaction.atomic():
             with connection.cursor() as cursor:
@@ -409,38 +387,37 @@ def dispatch(*, send=None) -> int:
 
 
 def request_dispatch() -> None:
-    """After an upload or re-index commits. A broker outage must not fail the request: the watchdog retries."""
+    """After an upload or re-index commits. A broker outage must not fail the request: the job sweep retries."""
     try:
         dispatch()
     except Exception:
-        log.warning("ingest dispatch failed; the watchdog will retry", exc_info=True)
+        log.warning("ingest dispatch failed; the job sweep will retry", exc_info=True)
 
 
-def watchdog(*, stale_after: float | None = None, now=None, send=None) -> dict:
-    """Requeue work whose worker died or whose message was lost; fail documents that keep crashing workers.
+def _requeue_dead_runs(dead: QuerySet, now: datetime) -> dict:
+    """Runs whose worker died go back to the queue; a document that keeps crashing workers fails."""
+    max_attempts = settings.INGEST_MAX_ATTEMPTS
+    given_up = dead.filter(attempts__gte=max_attempts).update(
+        status=FAILED, claim_token="", dispatched_at=None, finished_at=now, updated_at=now,
+        error=f"Processing was interrupted {max_attempts} times (the file may be too large for the worker).",
+    )
+    requeued = dead.filter(attempts__lt=max_attempts).update(
+        status=QUEUED, claim_token="", dispatched_at=None, retry_at=None, updated_at=now, error=MSG_INTERRUPTED,
+    )
+    if given_up or requeued:
+        log.warning("ingest: %s stalled runs requeued, %s given up", requeued, given_up)
+    return {"requeued": requeued, "failed": given_up}
 
-    A run is dead after INGEST_STALE_AFTER_SECONDS without a heartbeat, by the database clock unless `now` is
-    given; a task message is lost when no worker took it within INGEST_LOST_AFTER_SECONDS (messages may wait
-    in the queue behind long documents, so that is a longer wait)."""
-    stale_after = conf("INGEST_STALE_AFTER_SECONDS", 30) if stale_after is None else stale_after
-    stale_cutoff = (now - timedelta(seconds=stale_after)) if now else Now() - timedelta(seconds=stale_after)
-    now = now or timezone.now()
-    lost_cutoff = now - timedelta(seconds=conf("INGEST_LOST_AFTER_SECONDS", 600))
-    max_attempts = conf("INGEST_MAX_ATTEMPTS", 5)
-    with system_scope():
-        lost = Document.all_tenants.filter(status=QUEUED, dispatched_at__lt=lost_cutoff).update(dispatched_at=None)
-        dead = Document.all_tenants.filter(status__in=IN_PROGRESS).filter(
-            Q(heartbeat_at__lt=stale_cutoff) | Q(heartbeat_at__isnull=True)
-        )
-        given_up = dead.filter(attempts__gte=max_attempts).update(
-            status=FAILED, claim_token="", dispatched_at=None, finished_at=now, updated_at=now,
-            error=f"Processing was interrupted {max_attempts} times (the file may be too large for the worker).",
-        )
-        requeued = dead.filter(attempts__lt=max_attempts).update(
-            status=QUEUED, claim_token="", dispatched_at=None, retry_at=None, updated_at=now, error=MSG_INTERRUPTED,
-        )
-    sent = dispatch(send=send)
-    if lost or given_up or requeued:
-        log.warning("ingest watchdog: %s lost messages, %s stalled runs requeued, %s given up",
-                    lost, requeued, given_up)
-    return {"lost": lost, "requeued": requeued, "failed": given_up, "dispatched": sent}
+
+def _resend_lost(documents: QuerySet, now: datetime) -> dict:
+    """A task message no worker took within INGEST_LOST_AFTER_SECONDS (messages may wait in the queue behind
+    long documents, so that is a longer wait) is sent again, with the requeued documents."""
+    lost_cutoff = now - timedelta(seconds=settings.INGEST_LOST_AFTER_SECONDS)
+    lost = documents.filter(status=QUEUED, dispatched_at__lt=lost_cutoff).update(dispatched_at=None)
+    if lost:
+        log.warning("ingest: %s lost task messages", lost)
+    return {"lost": lost, "dispatched": dispatch()}
+
+
+INGEST_JOB = jobs.Kind(name="ingest", model=Document, running=Q(status__in=IN_PROGRESS),
+                       on_stale=_requeue_dead_runs, on_waiting=_resend_lost)

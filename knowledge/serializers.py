@@ -2,6 +2,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from knowledge.models import Chunk, Document, KnowledgeBase
+from knowledge.parsers.base import REPAIRED, UNDECODABLE
 from knowledge.services import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 
 
@@ -39,17 +40,32 @@ class ProgressSerializer(serializers.Serializer):
     percent = serializers.IntegerField()
 
 
+class DocumentWarningSerializer(serializers.Serializer):
+    code = serializers.ChoiceField(choices=[UNDECODABLE, REPAIRED],
+                                   help_text="undecodable: characters left out; repaired: lines whose mojibake was "
+                                             "repaired.")
+    count = serializers.IntegerField()
+    message = serializers.CharField(help_text="The warning in the request's language.")
+
+
 class DocumentSerializer(serializers.ModelSerializer):
     progress = serializers.SerializerMethodField()
+    warnings = serializers.SerializerMethodField()
     kb_id = serializers.IntegerField(read_only=True)
     retry_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
     class Meta:
         model = Document
         fields = ["id", "kb_id", "title", "filename", "content_type", "size", "sha256", "status", "error",
-                  "progress", "page_count", "version", "attempts", "retry_at", "created_at", "updated_at",
+                  "warnings", "progress", "page_count", "version", "attempts", "retry_at", "created_at", "updated_at",
                   "started_at", "finished_at"]
         read_only_fields = fields
+
+    @extend_schema_field(DocumentWarningSerializer(many=True))
+    def get_warnings(self, document) -> list[dict]:
+        """What reading the file took (damaged characters left out, garbled text repaired)."""
+        return [{"code": w.get("code"), "count": w.get("count", 0), "message": message}
+                for w, message in zip(document.warnings or [], document.warning_messages, strict=True)]
 
     @extend_schema_field(ProgressSerializer)
     def get_progress(self, document) -> dict:

@@ -21,12 +21,15 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
+from accounts.errors import AppError
 from accounts.models import Tenant
 from accounts.tenancy import tenant_scope
+from config import replicas
 from knowledge import pipeline
 from knowledge.embeddings import available_models, embedding_dimension, split_name
 from knowledge.models import Document, KnowledgeBase
 from knowledge.parsers import UnsupportedFile, format_for, sniff
+from knowledge.search import services as search
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +37,29 @@ SNIFF_BYTES = 65536
 MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 200, 8000
 
 
-class UploadRejected(Exception):
-    """An upload refused before anything was stored. `status`: 400, or 413 for files over the limit."""
+class UploadRejected(AppError):
+    """An upload refused before anything was stored; `code` says why (unsupported_type, empty, bad_file)."""
 
-    def __init__(self, message: str, *, code: str = "invalid", status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.status = status
+    def __init__(self, message: str, *, code: str | None = None):
+        super().__init__(message, code=code, fields={"file": [message]} if self.status == 400 else None)
+
+
+class UploadTooLarge(UploadRejected):
+    code, status = "too_large", 413
+
+
+class NotRetryable(AppError):
+    """Only a failed document can be run again."""
+
+    code, status = "conflict", 409
 
 
 def max_upload_bytes() -> int:
-    return int(getattr(settings, "INGEST_MAX_UPLOAD_MB", 50)) * 1024 * 1024
+    return settings.INGEST_MAX_UPLOAD_MB * 1024 * 1024
 
 
 def too_large_message() -> str:
-    return _("The file is larger than the %(mb)s MB limit.") % {"mb": getattr(settings, "INGEST_MAX_UPLOAD_MB", 50)}
+    return _("The file is larger than the %(mb)s MB limit.") % {"mb": settings.INGEST_MAX_UPLOAD_MB}
 
 
 # ------------------------------------------------------------------ knowledge bases
@@ -69,7 +79,8 @@ def _validate_chunking(chunk_size: int, chunk_overlap: int) -> None:
 def _validate_model(*, tenant: Tenant, model: str, allow_any_model: bool) -> int:
     if not allow_any_model and model not in available_models():
         raise ValidationError({"embedding_model": _("Choose one of: %(list)s.") % {"list": ", ".join(available_models())}})
-    if model.startswith("openai:") and tenant.data_policy == Tenant.DataPolicy.LOCAL_ONLY:
+    # OpenAI is a cloud provider; the gateway checks "gateway:" targets at each call.
+    if model.startswith("openai:") and not tenant.allows_model(is_local=False):
         raise ValidationError({"embedding_model": _("This team allows local models only.")})
     try:
         return embedding_dimension(model)
@@ -155,6 +166,7 @@ def kb_update(*, tenant: Tenant, kb: KnowledgeBase, allow_any_model: bool = Fals
                     kb.save()
             except IntegrityError as exc:
                 raise ValidationError({"name": _("A knowledge base with this name already exists.")}) from exc
+            replicas.note_write(tenant_id=tenant.pk)  # its next search uses the new settings
             if reindex:
                 _requeue(Document.objects.filter(kb=kb))
     return kb
@@ -177,13 +189,10 @@ def kb_reindex(*, tenant: Tenant, kb: KnowledgeBase) -> int:
 
 
 def kb_delete(*, tenant: Tenant, kb: KnowledgeBase) -> None:
-    from knowledge.search.services import postings_delete_document
-
     with tenant_scope(tenant), transaction.atomic():
         docs = list(Document.objects.filter(kb=kb).values_list("pk", "file"))
-        for document_id, _file in docs:
-            postings_delete_document(tenant=tenant, document_id=document_id)
-        kb.delete()
+        kb.delete()  # its whole search index (blocks, statistics) goes with it (foreign keys cascade)
+        replicas.note_write(tenant_id=tenant.pk)
         names = [name for _pk, name in docs if name]
         transaction.on_commit(lambda: _delete_files(names))
 
@@ -235,7 +244,7 @@ def document_create(*, tenant: Tenant, kb: KnowledgeBase, upload: File, filename
         size = upload.tell()
         upload.seek(0)
     if size > max_upload_bytes():
-        raise UploadRejected(too_large_message(), code="too_large", status=413)
+        raise UploadTooLarge(too_large_message())
     if size == 0:
         raise UploadRejected(_("The file is empty."), code="empty")
     try:
@@ -302,20 +311,19 @@ def document_reindex(*, tenant: Tenant, document: Document) -> Document:
 def document_retry(*, tenant: Tenant, document: Document) -> Document:
     """Run a failed document again (a new version, so nothing of the failed run is reused)."""
     if document.status != Document.Status.FAILED:
-        raise ValidationError(_("Only failed documents can be retried."), code="not_failed")
+        raise NotRetryable(_("Only failed documents can be retried."))
     return document_reindex(tenant=tenant, document=document)
 
 
 def document_delete(*, tenant: Tenant, document: Document) -> None:
-    from knowledge.search.services import postings_delete_document
-
     with tenant_scope(tenant), transaction.atomic():
         locked = Document.objects.select_for_update().filter(pk=document.pk).first()
         if locked is None:
             return
-        postings_delete_document(tenant=tenant, document_id=locked.pk)
+        search.postings_delete_document(tenant=tenant, document_id=locked.pk)
         name = locked.file.name if locked.file else ""
         locked.delete()
+        replicas.note_write(tenant_id=tenant.pk)  # its chunks too, indexed or not
         if name:
             transaction.on_commit(lambda: _delete_files([name]))
 

@@ -14,8 +14,3 @@ def process_document(document_id: int, version: int | None = None) -> str:
         return pipeline.run_document(document_id=document_id, version=version, may_yield=True)
     finally:
         pipeline.request_dispatch()  # refill the window: the next document, fairly chosen
-
-
-@shared_task(name="knowledge.ingest_watchdog", ignore_result=True)
-def ingest_watchdog() -> dict:
-    return pipeline.watchdog()

@@ -14,16 +14,15 @@ from __future__ import annotations
 import json
 import re
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+from django.urls import URLResolver, get_resolver
+
+from knowledge.services import max_upload_bytes, too_large_message
 
 MULTIPART_SLACK = 64 * 1024  # boundaries, headers and small form fields around the file
-UPLOAD_PATHS = re.compile(r"^/(?:knowledge/\d+/upload/|api/v1/knowledge-bases/\d+/documents/?)$")
-
-
-def limit_bytes() -> int:
-    from knowledge.services import max_upload_bytes
-
-    return max_upload_bytes()
+# The routes that take uploads, by URL name: the guard follows them wherever urls.py puts them.
+UPLOAD_ROUTES = frozenset({"knowledge:kb-upload", "api-kb-documents"})
 
 
 def declared_too_large(request) -> bool:
@@ -31,7 +30,7 @@ def declared_too_large(request) -> bool:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return False
-    return length > limit_bytes() + MULTIPART_SLACK
+    return length > max_upload_bytes() + MULTIPART_SLACK
 
 
 class SizeLimitUploadHandler(FileUploadHandler):
@@ -39,7 +38,7 @@ class SizeLimitUploadHandler(FileUploadHandler):
 
     def __init__(self, request=None):
         super().__init__(request)
-        self.limit = limit_bytes()
+        self.limit = max_upload_bytes()
         self.received = 0
         self.exceeded = False
 
@@ -67,16 +66,51 @@ def install_limit(request) -> SizeLimitUploadHandler:
     return handler
 
 
+def route_paths(patterns, *, namespace: str = "", prefix: str = "/"):
+    """(full URL name, regex of its whole path) of every named route under `patterns`, joined as Django's
+    resolver joins them."""
+    for pattern in patterns:
+        regex = prefix + pattern.pattern.regex.pattern.removeprefix("^")
+        if isinstance(pattern, URLResolver):
+            inner = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+            yield from route_paths(pattern.url_patterns, namespace=inner, prefix=regex)
+        elif pattern.name:
+            yield f"{namespace}{pattern.name}", regex
+
+
+def upload_paths() -> list[re.Pattern]:
+    """The paths of UPLOAD_ROUTES, worked out once from the URLconf. A renamed or removed upload route is an
+    error here, at start-up, rather than an upload route without the size limit."""
+    found = [(name, regex) for name, regex in route_paths(get_resolver().url_patterns) if name in UPLOAD_ROUTES]
+    missing = UPLOAD_ROUTES - {name for name, _regex in found}
+    if missing:
+        raise ImproperlyConfigured(f"knowledge.uploads.UPLOAD_ROUTES names no route: {', '.join(sorted(missing))}")
+    return [re.compile(regex) for _name, regex in found]
+
+
+def path_info(scope) -> str:
+    """The path below the application's root path, as Django resolves it."""
+    return scope.get("path", "").removeprefix(scope.get("root_path", ""))
+
+
 class UploadLimitMiddleware:
     """ASGI middleware: refuse oversize uploads on the upload routes before the body is read."""
 
     def __init__(self, app):
         self.app = app
+        self.upload_paths = upload_paths()
+
+    def is_upload(self, scope) -> bool:
+        """A POST to one of UPLOAD_ROUTES."""
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            return False
+        path = path_info(scope)
+        return any(regex.match(path) for regex in self.upload_paths)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("method") != "POST" or not UPLOAD_PATHS.match(scope.get("path", "")):
+        if not self.is_upload(scope):
             return await self.app(scope, receive, send)
-        limit = limit_bytes() + MULTIPART_SLACK
+        limit = max_upload_bytes() + MULTIPART_SLACK
         length = None
         for name, value in scope.get("headers", []):
             if name == b"content-length":
@@ -111,10 +145,8 @@ class UploadLimitMiddleware:
             await self._refuse(scope, send)
 
     async def _refuse(self, scope, send):
-        from knowledge.services import too_large_message
-
         message = str(too_large_message())
-        if scope["path"].startswith("/api/"):
+        if path_info(scope).startswith("/api/"):
             body = {"error": {"code": "too_large", "message": message}, "request_id": "-"}
         else:
             body = {"ok": False, "code": "too_large", "message": message}

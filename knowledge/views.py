@@ -190,14 +190,19 @@ def _kb_upload_form(request, kb, limiter):
     return redirect("knowledge:kb-detail", kb_id=kb.pk)
 
 
+CHUNKS_PER_PAGE = 50
+
+
 @tenant_required
 def document_detail(request, document_id: int):
     document = selectors.document_get(tenant=request.tenant, document_id=document_id)
-    chunks = selectors.chunk_list(tenant=request.tenant, document=document)[:50]
-    template = "knowledge/_document_status.html" if request.htmx else "knowledge/document_detail.html"
-    return render(request, template, {
-        "document": document, "kb": document.kb, "chunks": chunks, "can_edit": request.membership.is_admin,
-    })
+    context = {"document": document, "kb": document.kb, "can_edit": request.membership.is_admin}
+    if request.htmx:  # the status line, polled while the document is processed
+        return render(request, "knowledge/_document_status.html", context)
+    # Each chunk's full text, a page at a time (a document may have thousands).
+    context["chunks"] = Paginator(selectors.chunk_list(tenant=request.tenant, document=document),
+                                  CHUNKS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "knowledge/document_detail.html", context)
 
 
 def _back_to_kb(document):
@@ -210,8 +215,8 @@ def document_retry(request, document_id: int):
     document = selectors.document_get(tenant=request.tenant, document_id=document_id)
     try:
         services.document_retry(tenant=request.tenant, document=document)
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
+    except services.NotRetryable as exc:
+        messages.error(request, exc.message)
     else:
         messages.success(request, _("“%(title)s” queued again.") % {"title": document.title})
     return _back_to_kb(document)

@@ -5,6 +5,7 @@ from django.utils.translation import gettext_lazy as _
 
 from llm import registry
 from llm.models import Pool, PoolServer, TenantProvider
+from llm.services import health_check_all
 
 
 class PoolServerForm(forms.ModelForm):
@@ -75,8 +76,6 @@ class PoolAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Check the servers now"))
     def check_now(self, request, queryset):
-        from llm.services import health_check_all
-
         report = health_check_all(pool_names={p.name for p in queryset})
         for line in report:
             level = messages.ERROR if line["error"] else messages.SUCCESS

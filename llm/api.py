@@ -1,10 +1,8 @@
-from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import as_drf_validation_error
 from llm import selectors, services
 from llm.serializers import ProviderTestSerializer, TargetListSerializer, TenantProviderSerializer
 
@@ -34,15 +32,12 @@ class ProviderListCreate(generics.ListCreateAPIView):
 
     def perform_create(self, serializer):
         data = dict(serializer.validated_data)
-        try:
-            serializer.instance = services.tenant_provider_create(
-                tenant=self.request.tenant, created_by=self.request.user if getattr(self.request.user, "pk", None)
-                else None, name=data["name"], base_url=data["base_url"], api_key=data.get("api_key", ""),
-                models=data.get("models") or [], self_hosted=data.get("self_hosted", False),
-                max_concurrency=data.get("max_concurrency", 4),
-            )
-        except DjangoValidationError as exc:
-            raise as_drf_validation_error(exc) from exc
+        serializer.instance = services.tenant_provider_create(
+            tenant=self.request.tenant, created_by=self.request.user if getattr(self.request.user, "pk", None)
+            else None, name=data["name"], base_url=data["base_url"], api_key=data.get("api_key", ""),
+            models=data.get("models") or [], self_hosted=data.get("self_hosted", False),
+            max_concurrency=data.get("max_concurrency", 4),
+        )
 
 
 class ProviderDetail(generics.RetrieveDestroyAPIView):

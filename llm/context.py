@@ -24,6 +24,7 @@ from django.conf import settings
 
 from llm import state
 from llm.providers.base import guarded_sync_client
+from llm.providers.ollama import normalize_model
 from llm.registry import PoolSpec, ServerSpec
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def ollama_window(show: dict) -> int | None:
 
 
 def props_window(props: dict | None) -> int | None:
-    from llm.providers.openai_compat import props_context
+    from llm.providers.openai_compat import props_context  # imports the openai SDK (~1.5 s): not at load
 
     return props_context(props)
 
@@ -118,13 +119,11 @@ def _json(response: httpx.Response) -> dict | None:
 
 def _server_window(client: httpx.Client, pool: PoolSpec, server: ServerSpec, model: str) -> int | None:
     if pool.kind == "ollama":
-        from llm.providers.ollama import normalize_model
-
         return ollama_window(_json(client.post(server.base_url + "/api/show", json={"model": normalize_model(model)}))
                              or {})
     if pool.dialect == "openai":
         return None  # api.openai.com states no window: the table answers
-    from llm.providers.openai_compat import server_root
+    from llm.providers.openai_compat import server_root  # imports the openai SDK (~1.5 s): not at load
 
     headers = {"Authorization": f"Bearer {server.api_key}"} if server.api_key else {}
     order = ("props", "models") if pool.dialect == "llamacpp" else ("models", "props")

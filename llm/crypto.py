@@ -19,7 +19,7 @@ class SecretUnreadable(Exception):
 
 
 def _fernet() -> MultiFernet:
-    keys = [k.strip() for k in getattr(settings, "FIELD_ENCRYPTION_KEYS", []) if k.strip()]
+    keys = [k.strip() for k in settings.FIELD_ENCRYPTION_KEYS if k.strip()]
     if not keys:
         digest = hashlib.sha256(("ragdesk-field-encryption:" + settings.SECRET_KEY).encode()).digest()
         keys = [base64.urlsafe_b64encode(digest).decode()]

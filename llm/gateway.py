@@ -34,10 +34,11 @@ from dataclasses import replace
 
 import redis
 from asgiref.sync import async_to_sync, sync_to_async
+from django.conf import settings
 
 from billing import services as billing
 from billing.types import Usage, UsageContext
-from llm import conf, context, registry, state
+from llm import context, registry, state
 from llm.providers import Delta, Done, ProviderError, adapter_for
 from llm.providers.ollama import normalize_model
 from llm.registry import PoolSpec, ServerSpec
@@ -59,10 +60,6 @@ EMBED_TIMEOUT_S = 120.0
 
 
 # --- resolution and policy ------------------------------------------------------------------------------------
-
-def _local_only(tenant) -> bool:
-    return getattr(tenant, "data_policy", "any") == "local_only"
-
 
 def _resolve_sync(target: str, tenant) -> tuple[PoolSpec, str]:
     pool_name, model = registry.split_target(target)
@@ -94,7 +91,7 @@ async def _route(tenant, chain: list[str], index: int) -> tuple[PoolSpec | None,
         if len(chain) == 1:
             raise
         return None, "", exc.message
-    if _local_only(tenant) and not pool.is_local:
+    if not tenant.allows_model(is_local=pool.is_local):
         if index == 0:
             raise _policy_refusal(target)
         return None, "", "policy"
@@ -131,7 +128,7 @@ async def _acquire(pool: PoolSpec, model: str, exclude: set[str]) -> tuple[Serve
     try:
         return await _acquire_slot(pool, model, exclude)
     except redis.RedisError as exc:
-        raise ModelUnavailable(f"the gateway cannot reach Redis for slot counts: {exc}") from exc
+        raise ModelUnavailable(f"the gateway cannot reach Redis for slot counts: {exc}", retryable=True) from exc
 
 
 async def _acquire_slot(pool: PoolSpec, model: str, exclude: set[str]) -> tuple[ServerSpec, state.Lease]:
@@ -169,13 +166,15 @@ async def _acquire_slot(pool: PoolSpec, model: str, exclude: set[str]) -> tuple[
         lease = await state.acquire(pool_key=_pool_key(pool, model), candidates=candidates, strategy=pool.strategy,
                                     queue_timeout_s=pool.queue_timeout_s, max_queue=pool.max_queue)
     except state.NoHealthyServer:
-        raise ModelUnavailable(f"every server of pool '{pool.name}' is cooling down after failures") from None
+        raise ModelUnavailable(f"every server of pool '{pool.name}' is cooling down after failures",
+                               retryable=True) from None
     except state.QueueFull:
-        raise ModelUnavailable(f"pool '{pool.name}' is overloaded ({pool.max_queue} requests waiting)") from None
+        raise ModelUnavailable(f"pool '{pool.name}' is overloaded ({pool.max_queue} requests waiting)",
+                               retryable=True) from None
     except state.QueueTimeout:
         raise ModelUnavailable(
             f"no free server in pool '{pool.name}' within {pool.queue_timeout_s:g}s: every server was busy with "
-            "other requests the whole time (none failed); try again shortly"
+            "other requests the whole time (none failed); try again shortly", retryable=True,
         ) from None
     server = next(s for s in servers if s.sid == lease.sid)
     return server, lease
@@ -251,7 +250,7 @@ async def chat_stream(*, tenant, target: str, request: ChatRequest, usage: Usage
     started = time.perf_counter()
     chain = [target, *(fallbacks or [])]
     prompt_estimate = count_message_tokens(request.messages)
-    max_output = request.params.max_tokens or int(conf.get("LLM_RESERVE_OUTPUT_TOKENS"))
+    max_output = request.params.max_tokens or settings.LLM_RESERVE_OUTPUT_TOKENS
     failures: list[str] = []
     refused_by_policy: list[str] = []
     attempts_total = 0
@@ -433,8 +432,8 @@ async def aclose_clients() -> None:
 
 # --- embeddings -----------------------------------------------------------------------------------------------
 
-async def _embed_batch(pool: PoolSpec, model: str, texts: list[str]) -> tuple[list[list[float]], Usage | None,
-                                                                             ServerSpec]:
+async def _embed_batch(pool: PoolSpec, model: str, texts: list[str],
+                       dimensions: int | None) -> tuple[list[list[float]], Usage | None, ServerSpec]:
     adapter = adapter_for(pool.kind)
     tried: set[str] = set()
     last_error = "no server answered"
@@ -449,17 +448,17 @@ async def _embed_batch(pool: PoolSpec, model: str, texts: list[str]) -> tuple[li
         dispatched = time.perf_counter()
         try:
             async with asyncio.timeout(pool.first_token_timeout_s + EMBED_TIMEOUT_S):
-                vectors, reported = await adapter.embed(server, model, texts, connect_timeout=pool.connect_timeout_s,
-                                                        timeout=EMBED_TIMEOUT_S)
+                vectors, reported = await adapter.embed(server, model, texts, dimensions=dimensions,
+                                                        connect_timeout=pool.connect_timeout_s, timeout=EMBED_TIMEOUT_S)
         except (ProviderError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError):
                 exc = ProviderError(f"{server.name}: embedding timed out", kind="timeout")
             if exc.server_fault:
                 await state.record_failure(server.sid, exc.message, immediate=exc.kind == "connect")
             await state.release(lease)
+            if not exc.retryable:  # a rejected key or request: another server or a later try would fare the same
+                raise ModelUnavailable(f"the request was refused: {exc.message}") from None
             last_error = exc.message
-            if not exc.retryable:
-                break
             continue
         except BaseException:
             await asyncio.shield(state.release(lease))
@@ -468,14 +467,19 @@ async def _embed_batch(pool: PoolSpec, model: str, texts: list[str]) -> tuple[li
         await state.release(lease, ok=True, ttft_ms=elapsed, duration_ms=elapsed,
                             model=normalize_model(model) if pool.kind == "ollama" else model)
         return vectors, reported, server
-    raise ModelUnavailable(last_error)
+    raise ModelUnavailable(last_error, retryable=True)
 
 
-async def embed(*, tenant, target: str, texts: list[str], usage: UsageContext) -> EmbedResult:
-    """Embed `texts` (Ollama /api/embed or OpenAI embeddings) under the same policy, slots and metering."""
+async def embed(*, tenant, target: str, texts: list[str], usage: UsageContext,
+                dimensions: int | None = None) -> EmbedResult:
+    """Embed `texts` (Ollama /api/embed or OpenAI embeddings) under the same policy, slots and metering.
+
+    `dimensions`: ask the model for shorter vectors (OpenAI's text-embedding-3 models). A failure is
+    ModelUnavailable, `retryable` when trying again later may help (servers down or busy), not when the provider
+    refused the request (a rejected key, a malformed request)."""
     started = time.perf_counter()
     pool, model = await _resolve(target, tenant)
-    if _local_only(tenant) and not pool.is_local:
+    if not tenant.allows_model(is_local=pool.is_local):
         raise _policy_refusal(target)
     if not texts:
         return EmbedResult(vectors=[], usage=Usage(), provider=pool.provider, model=model, target=target,
@@ -490,9 +494,10 @@ async def embed(*, tenant, target: str, texts: list[str], usage: UsageContext) -
         for start in range(0, len(texts), EMBED_BATCH):
             batch = texts[start:start + EMBED_BATCH]
             try:
-                batch_vectors, reported, server = await _embed_batch(pool, model, batch)
+                batch_vectors, reported, server = await _embed_batch(pool, model, batch, dimensions)
             except ModelUnavailable as exc:
-                raise ModelUnavailable(f"embedding with '{target}' failed: {exc.message}") from None
+                raise ModelUnavailable(f"embedding with '{target}' failed: {exc.message}",
+                                       retryable=exc.retryable) from None
             vectors += batch_vectors
             if reported is None:
                 spent.input_tokens += sum(count_tokens(t) for t in batch)
@@ -510,7 +515,8 @@ async def embed(*, tenant, target: str, texts: list[str], usage: UsageContext) -
                        target=target, is_local=pool.is_local, duration_ms=(time.perf_counter() - started) * 1000)
 
 
-def embed_sync(*, tenant, target: str, texts: list[str], usage: UsageContext) -> EmbedResult:
+def embed_sync(*, tenant, target: str, texts: list[str], usage: UsageContext,
+               dimensions: int | None = None) -> EmbedResult:
     return async_to_sync(_closing, force_new_loop=True)(
-        embed, {"tenant": tenant, "target": target, "texts": texts, "usage": usage}
+        embed, {"tenant": tenant, "target": target, "texts": texts, "usage": usage, "dimensions": dimensions}
     )

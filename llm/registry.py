@@ -16,7 +16,12 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+from django.conf import settings
+
+from accounts.tenancy import tenant_scope
 from llm import conf
+from llm.crypto import SecretUnreadable, decrypt_secret
+from llm.models import Pool, TenantProvider
 from llm.types import ModelUnavailable
 
 CACHE_S = 5.0
@@ -117,8 +122,6 @@ LOCAL_NOTE = "A tiny model for trying ragdesk out; connect OpenAI or Ollama for 
 
 def _env_context_windows(pool_name: str) -> tuple[tuple[str, int], ...]:
     """LLM_CONTEXT_WINDOWS entries ("<pool>/<model>" or "<pool>/*" = tokens) of one environment pool."""
-    from django.conf import settings
-
     found = []
     for target, window in (settings.LLM_CONTEXT_WINDOWS or {}).items():
         pool, sep, model = target.partition("/")
@@ -129,33 +132,33 @@ def _env_context_windows(pool_name: str) -> tuple[tuple[str, int], ...]:
 
 def env_pools() -> dict[str, PoolSpec]:
     pools: dict[str, PoolSpec] = {}
-    strategy = conf.get("LLM_POOL_STRATEGY")
+    strategy = settings.LLM_POOL_STRATEGY
     timeouts = {
-        "queue_timeout_s": float(conf.get("LLM_QUEUE_TIMEOUT_S")),
-        "max_queue": int(conf.get("LLM_MAX_QUEUE")),
-        "connect_timeout_s": float(conf.get("LLM_CONNECT_TIMEOUT_S")),
-        "first_token_timeout_s": float(conf.get("LLM_FIRST_TOKEN_TIMEOUT_S")),
-        "idle_timeout_s": float(conf.get("LLM_IDLE_TIMEOUT_S")),
+        "queue_timeout_s": settings.LLM_QUEUE_TIMEOUT_S,
+        "max_queue": settings.LLM_MAX_QUEUE,
+        "connect_timeout_s": settings.LLM_CONNECT_TIMEOUT_S,
+        "first_token_timeout_s": settings.LLM_FIRST_TOKEN_TIMEOUT_S,
+        "idle_timeout_s": settings.LLM_IDLE_TIMEOUT_S,
     }
     runtime = conf.runtime_read()
-    key = conf.get("OPENAI_API_KEY")
+    key = settings.OPENAI_API_KEY
     if key:
-        base = normalize_url(conf.get("OPENAI_BASE_URL") or "https://api.openai.com/v1")
+        base = normalize_url(settings.OPENAI_BASE_URL or "https://api.openai.com/v1")
         official = (urlparse(base).hostname or "") == "api.openai.com"
-        pools["openai"] = PoolSpec(
-            name="openai", kind="openai", dialect="openai" if official else "generic", strategy=strategy,
-            is_local=False, models=tuple(conf.get("OPENAI_MODELS")), source="env",
+        pools[OPENAI_POOL] = PoolSpec(
+            name=OPENAI_POOL, kind="openai", dialect="openai" if official else "generic", strategy=strategy,
+            is_local=False, models=tuple(settings.OPENAI_MODELS), source="env",
             servers=(ServerSpec(sid="env:openai:0", name=urlparse(base).hostname or base, base_url=base, api_key=key,
-                                slots=int(conf.get("OPENAI_MAX_CONCURRENCY"))),),
+                                slots=settings.OPENAI_MAX_CONCURRENCY),),
             label="OpenAI" if official else "OpenAI-compatible", context_windows=_env_context_windows("openai"),
             **timeouts,
         )
-    hosts = [normalize_url(h) for h in conf.get("OLLAMA_HOSTS") if h.strip()]
+    hosts = [normalize_url(h) for h in settings.OLLAMA_HOSTS if h.strip()]
     if not hosts and runtime and runtime.source == "ollama" and runtime.base_url:
         hosts = [normalize_url(runtime.base_url)]
     if hosts:
-        slots = int(conf.get("OLLAMA_NUM_PARALLEL"))
-        default_model = conf.get("OLLAMA_MODEL") or (runtime.model if runtime and runtime.source == "ollama" else "")
+        slots = settings.OLLAMA_NUM_PARALLEL
+        default_model = settings.OLLAMA_MODEL or (runtime.model if runtime and runtime.source == "ollama" else "")
         pools["ollama"] = PoolSpec(
             name="ollama", kind="ollama", strategy=strategy, is_local=True, source="env", label="Ollama",
             models=(default_model,) if default_model else (),
@@ -163,7 +166,7 @@ def env_pools() -> dict[str, PoolSpec]:
                                      slots=slots) for h in hosts),
             context_windows=_env_context_windows("ollama"), **timeouts,
         )
-    local_url = conf.get("LOCAL_LLM_URL")
+    local_url = settings.LOCAL_LLM_URL
     if not local_url and runtime and runtime.source == "llamacpp" and not runtime.down:
         local_url = runtime.base_url
     if local_url:
@@ -186,8 +189,6 @@ _db_lock = threading.Lock()
 
 
 def _pool_spec_from_row(pool) -> PoolSpec:
-    from llm.crypto import SecretUnreadable, decrypt_secret
-
     servers = []
     for server in pool.servers.all():
         if not server.enabled:
@@ -215,8 +216,6 @@ def db_pools(*, fresh: bool = False) -> dict[str, PoolSpec]:
     now = time.monotonic()
     if not fresh and now - _db_cache[0] < CACHE_S:
         return _db_cache[1]
-    from llm.models import Pool
-
     with _db_lock:
         pools = {p.name: _pool_spec_from_row(p) for p in Pool.objects.filter(enabled=True).prefetch_related("servers")}
         _db_cache = (now, pools)
@@ -231,8 +230,6 @@ def invalidate() -> None:
 # --- tenant providers -----------------------------------------------------------------------------------------
 
 def tenant_pool(provider) -> PoolSpec:
-    from llm.crypto import SecretUnreadable, decrypt_secret
-
     try:
         key = decrypt_secret(provider.api_key_encrypted)
     except SecretUnreadable:
@@ -243,10 +240,10 @@ def tenant_pool(provider) -> PoolSpec:
         is_local=provider.self_hosted, models=tuple(provider.models or ()), source="tenant",
         provider_label=derive_provider_label("openai", "generic", base, "custom", is_local=provider.self_hosted),
         label=provider.name,
-        queue_timeout_s=float(conf.get("LLM_QUEUE_TIMEOUT_S")), max_attempts=1,
-        connect_timeout_s=float(conf.get("LLM_CONNECT_TIMEOUT_S")),
-        first_token_timeout_s=float(conf.get("LLM_FIRST_TOKEN_TIMEOUT_S")),
-        idle_timeout_s=float(conf.get("LLM_IDLE_TIMEOUT_S")),
+        queue_timeout_s=settings.LLM_QUEUE_TIMEOUT_S, max_attempts=1,
+        connect_timeout_s=settings.LLM_CONNECT_TIMEOUT_S,
+        first_token_timeout_s=settings.LLM_FIRST_TOKEN_TIMEOUT_S,
+        idle_timeout_s=settings.LLM_IDLE_TIMEOUT_S,
         servers=(ServerSpec(sid=f"tenant:{provider.tenant_id}:{provider.pk}", name=f"tenant:{provider.name}",
                             base_url=base, api_key=key, slots=provider.max_concurrency, guarded=True),),
     )
@@ -257,9 +254,6 @@ def _dialect_for(base_url: str) -> str:
 
 
 def tenant_provider_row(tenant, name: str):
-    from accounts.tenancy import tenant_scope
-    from llm.models import TenantProvider
-
     if tenant is None:
         return None
     with tenant_scope(tenant):
@@ -269,13 +263,14 @@ def tenant_provider_row(tenant, name: str):
 # --- resolution -----------------------------------------------------------------------------------------------
 
 LOCAL_POOL = "local"
+OPENAI_POOL = "openai"  # the environment pool OPENAI_API_KEY configures
 
 
 def local_server_down() -> str:
     """Why the local model server `start_local_llm` supervises cannot answer now (it died and is being
     restarted), else "". Distinct from "not configured": the pool exists, its server is down."""
     runtime = conf.runtime_read()
-    if runtime is None or runtime.source != "llamacpp" or not runtime.down or conf.get("LOCAL_LLM_URL"):
+    if runtime is None or runtime.source != "llamacpp" or not runtime.down or settings.LOCAL_LLM_URL:
         return ""
     return "the local model server is not responding (it stopped and is being restarted); try again in a moment"
 
@@ -297,6 +292,8 @@ def resolve_pool(pool_name: str, *, tenant=None) -> PoolSpec:
         return env[pool_name]
     if pool_name == LOCAL_POOL and (down := local_server_down()):
         raise ModelUnavailable(down)
+    if pool_name == OPENAI_POOL:
+        raise ModelUnavailable(f"no model pool or provider named '{pool_name}' (OPENAI_API_KEY is not set)")
     known = sorted(set(_static) | set(pools) | set(env))
     raise ModelUnavailable(
         f"no model pool or provider named '{pool_name}'" + (f" (configured: {', '.join(known)})" if known else

@@ -5,34 +5,35 @@ from __future__ import annotations
 import json
 import time
 
+from django.conf import settings
 from django.utils.translation import gettext as _
 
 from accounts.selectors import tenant_object_or_404
 from accounts.tenancy import current_tenant, tenant_scope
-from llm import conf, registry, state
+from llm import conf, context, registry, state
 from llm.models import TenantProvider
 from llm.registry import PoolSpec
 
 # --- defaults -------------------------------------------------------------------------------------------------
 
 def _default_target(kind: str) -> str:
-    explicit = conf.get("LLM_ANSWER_TARGET" if kind == "answer" else "LLM_CHEAP_TARGET")
+    explicit = settings.LLM_ANSWER_TARGET if kind == "answer" else settings.LLM_CHEAP_TARGET
     if explicit:
         return explicit
-    if kind == "cheap" and conf.get("LLM_ANSWER_TARGET"):
-        return conf.get("LLM_ANSWER_TARGET")
+    if kind == "cheap" and settings.LLM_ANSWER_TARGET:
+        return settings.LLM_ANSWER_TARGET
     runtime = conf.runtime_read()
-    ollama_model = conf.get("OLLAMA_MODEL")
+    ollama_model = settings.OLLAMA_MODEL
     if runtime is not None:
-        if runtime.source == "openai" and conf.get("OPENAI_API_KEY"):
+        if runtime.source == "openai" and settings.OPENAI_API_KEY:
             return f"openai/{conf.OPENAI_DEFAULT_MODEL}"
         if runtime.source == "ollama" and (ollama_model or runtime.model):
             return f"ollama/{ollama_model or runtime.model}"
         if runtime.source == "llamacpp":
             return f"local/{conf.LOCAL_MODEL}"
-    if conf.get("OPENAI_API_KEY"):
+    if settings.OPENAI_API_KEY:
         return f"openai/{conf.OPENAI_DEFAULT_MODEL}"
-    if conf.get("OLLAMA_HOSTS"):
+    if settings.OLLAMA_HOSTS:
         return f"ollama/{ollama_model or 'llama3.2'}"
     return f"local/{conf.LOCAL_MODEL}"
 
@@ -62,8 +63,6 @@ def model_context_window(*, tenant, target: str) -> int | None:
     an OpenAI-compatible /v1/models entry), else the OpenAI table; cached in Redis for minutes (llm/context.py).
     An unknown or malformed target is None, not an error: the caller falls back to its own setting.
     """
-    from llm import context
-
     try:
         pool_name, model = registry.split_target(target)
         pool = registry.resolve_pool(pool_name, tenant=tenant)
@@ -104,16 +103,15 @@ def _label(pool: PoolSpec, model: str) -> str:
 
 def target_choices(*, tenant) -> list[tuple[str, str]]:
     """(target, label) pairs this tenant may pick; cloud targets are left out under a local-only policy."""
-    local_only = getattr(tenant, "data_policy", "any") == "local_only"
     choices: list[tuple[str, str]] = []
     for pool in registry.platform_pools():
-        if local_only and not pool.is_local:
+        if not tenant.allows_model(is_local=pool.is_local):
             continue
         for model in _pool_models(pool):
             choices.append((f"{pool.name}/{model}", _label(pool, model)))
     with tenant_scope(tenant):
         for provider in TenantProvider.objects.all():
-            if local_only and not provider.self_hosted:
+            if not tenant.allows_model(is_local=provider.self_hosted):
                 continue
             for model in provider.models:
                 where = _("your own server") if provider.self_hosted else _("your own key")
@@ -123,7 +121,7 @@ def target_choices(*, tenant) -> list[tuple[str, str]]:
         try:
             pool_name, model = registry.split_target(default)
             pool = registry.resolve_pool(pool_name, tenant=tenant)
-            if not (local_only and not pool.is_local):
+            if tenant.allows_model(is_local=pool.is_local):
                 choices.insert(0, (default, _label(pool, model)))
         except Exception:  # noqa: BLE001 - a default that points nowhere is shown on the status page instead
             pass

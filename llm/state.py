@@ -23,6 +23,7 @@ import itertools
 import json
 import logging
 import os
+import random
 import time
 import uuid
 import weakref
@@ -44,7 +45,7 @@ QUEUE_POLL_S = 0.05
 
 
 def key(*parts: str) -> str:
-    return conf.prefix() + ":".join(parts)
+    return settings.LLM_REDIS_PREFIX + ":".join(parts)
 
 
 # --- clients --------------------------------------------------------------------------------------------------
@@ -300,10 +301,8 @@ def _scripts():
 async def acquire(*, pool_key: str, candidates: list[Candidate], strategy: str, queue_timeout_s: float,
                   max_queue: int) -> Lease:
     """Take a slot on one candidate, waiting in the pool's queue (FIFO) up to `queue_timeout_s`."""
-    import random
-
     script = _scripts()["acquire"]
-    prefix = conf.prefix()
+    prefix = settings.LLM_REDIS_PREFIX
     ticket = uuid.uuid4().hex
     lease_id = uuid.uuid4().hex
     arrival_ms = time.time() * 1000
@@ -377,13 +376,13 @@ async def _release(lease: Lease, *, ok, ttft_ms, duration_ms, model) -> None:
 async def record_failure(sid: str, message: str, *, immediate: bool) -> float:
     """Note a failure; put the server in cooldown at once (connection refused) or after repeated failures.
     Returns the cooldown in ms (0 when none started)."""
-    base = float(conf.get("LLM_COOLDOWN_BASE_S")) * 1000
-    cap = float(conf.get("LLM_COOLDOWN_MAX_S")) * 1000
+    base = settings.LLM_COOLDOWN_BASE_S * 1000
+    cap = settings.LLM_COOLDOWN_MAX_S * 1000
     error = json.dumps({"t": time.time(), "msg": message[:300]})
     try:
         return await _scripts()["failure"](
             keys=[key("fails", sid), key("cd", sid), key("cdn", sid), key("err", sid), key("srv", sid)],
-            args=[conf.get("LLM_FAILURES_BEFORE_COOLDOWN"), "1" if immediate else "0", base, cap, error,
+            args=[settings.LLM_FAILURES_BEFORE_COOLDOWN, "1" if immediate else "0", base, cap, error,
                   message[:200], ERROR_SAMPLES],
         )
     except redis.RedisError as exc:
@@ -393,12 +392,12 @@ async def record_failure(sid: str, message: str, *, immediate: bool) -> float:
 
 def record_failure_sync(sid: str, message: str, *, immediate: bool) -> None:
     r = sync_redis()
-    base = float(conf.get("LLM_COOLDOWN_BASE_S")) * 1000
-    cap = float(conf.get("LLM_COOLDOWN_MAX_S")) * 1000
+    base = settings.LLM_COOLDOWN_BASE_S * 1000
+    cap = settings.LLM_COOLDOWN_MAX_S * 1000
     error = json.dumps({"t": time.time(), "msg": message[:300]})
     r.register_script(FAILURE_LUA)(
         keys=[key("fails", sid), key("cd", sid), key("cdn", sid), key("err", sid), key("srv", sid)],
-        args=[conf.get("LLM_FAILURES_BEFORE_COOLDOWN"), "1" if immediate else "0", base, cap, error, message[:200],
+        args=[settings.LLM_FAILURES_BEFORE_COOLDOWN, "1" if immediate else "0", base, cap, error, message[:200],
               ERROR_SAMPLES],
     )
 
@@ -547,7 +546,7 @@ def queue_length(pool_key: str) -> int:
 def reset_all() -> None:
     """Delete every gateway key under the prefix (tests, `llm_status --reset`)."""
     r = sync_redis()
-    names = list(r.scan_iter(match=conf.prefix() + "*", count=500))
+    names = list(r.scan_iter(match=settings.LLM_REDIS_PREFIX + "*", count=500))
     if names:
         r.delete(*names)
     forget_cached_info()

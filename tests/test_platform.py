@@ -81,6 +81,14 @@ def test_static_assets_are_served_by_the_app(client):
     assert b"htmx" in b"".join(response.streaming_content if response.streaming else [response.content])
 
 
+@pytest.mark.parametrize("path, kind", [("/static/css/app.css", "text/css"),
+                                         ("/static/vendor/htmx.min.js", "javascript")])
+def test_the_app_serves_its_own_static_files(client, path, kind):
+    """`make run` serves the app with uvicorn alone: without this every page had no stylesheet and no htmx."""
+    response = client.get(path)
+    assert response.status_code == 200 and kind in response["Content-Type"]
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("path", ["/api/docs/"])
 def test_api_docs_pages_load_their_assets_from_this_server(client, path):

@@ -1,3 +1,5 @@
+from decimal import Decimal, InvalidOperation
+
 from django import template
 
 from billing import charts
@@ -36,8 +38,6 @@ def message_usage(context, message_or_usage):
 @register.filter
 def rate(value):
     """A price per 1M tokens as published: $0.15, $0.075, $2.50, $120.00."""
-    from decimal import Decimal, InvalidOperation
-
     try:
         text = f"{Decimal(value).normalize():f}"
     except (TypeError, ValueError, InvalidOperation):

@@ -1,8 +1,8 @@
 from django import template
 from django.utils.safestring import mark_safe
 
+from chat.payloads import citation_payload, source_payloads
 from chat.rendering import render_answer
-from chat.serializers import citation_payload, source_payloads
 
 register = template.Library()
 

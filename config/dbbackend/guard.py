@@ -10,8 +10,8 @@ A superuser installs, in every database, a schema `app_private` owned by the NOL
 - an event trigger refusing DDL (ALTER TABLE .. NO FORCE ROW LEVEL SECURITY, DROP POLICY, CREATE TRIGGER..)
   outside the signed system scope, so the table owner cannot switch RLS off either; migrate runs in it.
 
-Pure psycopg, no Django: scripts/services.py loads this file directly. Install with `install(conn, key=..)`
-on a superuser connection to each database (and template1, so new databases start with it).
+Pure psycopg, no Django: scripts/postgres_redis.py loads this file directly. Install with
+`install(conn, key=..)` on a superuser connection to each database (and template1, so new databases start with it).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ VERSION = 1
 ROLE = "ragdesk_rls"
 SCHEMA = "app_private"
 EVENT_TRIGGER = "ragdesk_ddl_guard"
-KEY_FILE_NAME = "rls.key"  # under var/, written by scripts/services.py for its embedded PostgreSQL
+KEY_FILE_NAME = "rls.key"  # under var/, written by scripts/postgres_redis.py for its embedded PostgreSQL
 
 
 def key_bytes(configured: str, secret_key: str) -> bytes:

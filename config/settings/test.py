@@ -1,4 +1,5 @@
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 os.environ.setdefault("SECRET_KEY", "test-only")
 
@@ -19,8 +20,6 @@ MEDIA_ROOT = BASE_DIR / "var" / "test-media"  # noqa: F405
 
 
 def _redis_db(url: str, db: int) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{db}"))
 

@@ -10,11 +10,19 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
-from knowledge.parsers.base import ParsedDocument, ParseError, Row
+from knowledge.parsers.base import ParsedDocument, ParseError, Row, describe_warning
+from knowledge.parsers.docx import parse_docx
+from knowledge.parsers.html import parse_html
+from knowledge.parsers.pdf import parse_pdf
+from knowledge.parsers.tabular import parse_csv
+from knowledge.parsers.text import looks_binary, parse_markdown, parse_text
 
-__all__ = ["FORMATS", "Format", "ParseError", "ParsedDocument", "Row", "UnsupportedFile", "format_for",
-           "parse", "sniff"]
+__all__ = ["FORMATS", "Format", "ParseError", "ParsedDocument", "Row", "UnsupportedFile", "describe_warning",
+           "format_for", "parse", "sniff"]
+
+NO_TEXT = gettext_noop("The file contains no text.")
 
 
 class UnsupportedFile(ValueError):
@@ -70,37 +78,30 @@ def sniff(fmt: Format, head: bytes) -> None:
         raise UnsupportedFile(_("This file is not a PDF (it has a .pdf name but different contents)."))
     if fmt.key == "docx" and not head.startswith(b"PK\x03\x04"):
         raise UnsupportedFile(_("This file is not a Word .docx document. Old .doc files are not supported."))
-    if fmt.key in ("text", "markdown", "csv", "html"):
-        from knowledge.parsers.text import looks_binary
-
-        if looks_binary(head):
-            raise UnsupportedFile(_("This file does not contain readable text (it looks like binary data)."))
+    if fmt.key in ("text", "markdown", "csv", "html") and looks_binary(head):
+        raise UnsupportedFile(_("This file does not contain readable text (it looks like binary data)."))
 
 
 def parse(fmt: Format | str, data: bytes, *, filename: str = "", progress=None) -> ParsedDocument:
-    key = fmt.key if isinstance(fmt, Format) else fmt
-    if key == "text":
-        from knowledge.parsers.text import parse_text
+    """The file's text, with no U+FFFD mark left in it (their count is one of the warnings)."""
+    parsed = _parse(fmt.key if isinstance(fmt, Format) else fmt, data, filename=filename, progress=progress)
+    parsed.drop_replacement_marks()
+    if not parsed.text.strip():
+        raise ParseError(NO_TEXT)
+    return parsed
 
+
+def _parse(key: str, data: bytes, *, filename: str, progress) -> ParsedDocument:
+    if key == "text":
         return parse_text(data, filename=filename)
     if key == "markdown":
-        from knowledge.parsers.text import parse_markdown
-
         return parse_markdown(data, filename=filename)
     if key == "pdf":
-        from knowledge.parsers.pdf import parse_pdf
-
         return parse_pdf(data, filename=filename, progress=progress)
     if key == "csv":
-        from knowledge.parsers.tabular import parse_csv
-
         return parse_csv(data, filename=filename)
     if key == "docx":
-        from knowledge.parsers.docx import parse_docx
-
         return parse_docx(data, filename=filename)
     if key == "html":
-        from knowledge.parsers.html import parse_html
-
         return parse_html(data, filename=filename)
     raise ParseError("Unsupported file type.")

@@ -1,9 +1,16 @@
-"""What every parser returns, and the one error a parser raises for bad input."""
+"""What every parser returns, the one error a parser raises for bad input, and the warnings it may leave."""
 
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import dataclass, field
+
+from django.utils.translation import ngettext
+
+# Warning codes, stored on the document as [{"code": ..., "count": n}] and described in the reader's language.
+UNDECODABLE = "undecodable"  # characters that could not be decoded (damaged bytes, U+FFFD marks): left out
+REPAIRED = "repaired"  # lines whose mojibake (UTF-8 once read as cp1252/latin-1) was repaired
 
 
 class ParseError(Exception):
@@ -36,8 +43,42 @@ class ParsedDocument:
     # CSV: the header line's span and one Row per data row.
     header: tuple[int, int] | None = None
     rows: list[Row] = field(default_factory=list)
+    # What reading the file took: [{"code": UNDECODABLE, "count": 12}, ...]
+    warnings: list[dict] = field(default_factory=list)
 
     def page_at(self, offset: int) -> int | None:
         if self.page_count is None:
             return None
         return 1 + bisect.bisect_right(self.page_starts, offset)
+
+    def drop_replacement_marks(self) -> None:
+        """Takes U+FFFD marks (characters the file's bytes did not give) out of the text, so that no chunk or
+        search term holds one; offsets into the text move with it, and the count becomes a warning."""
+        marks = [m.start() for m in re.finditer("\ufffd", self.text)]
+        if not marks:
+            return
+
+        def moved(offset: int) -> int:
+            return offset - bisect.bisect_left(marks, offset)
+
+        self.text = self.text.replace("\ufffd", "")
+        self.title = self.title.replace("\ufffd", "")
+        self.page_starts = [moved(o) for o in self.page_starts]
+        if self.header is not None:
+            self.header = (moved(self.header[0]), moved(self.header[1]))
+        self.rows = [Row(number=r.number, start=moved(r.start), end=moved(r.end)) for r in self.rows]
+        self.warnings = [*self.warnings, {"code": UNDECODABLE, "count": len(marks)}]
+
+
+def describe_warning(warning: dict) -> str:
+    """A stored warning in the active language."""
+    count = int(warning.get("count") or 0)
+    code = warning.get("code")
+    if code == UNDECODABLE:
+        return ngettext("%(count)s character could not be decoded and was left out.",
+                        "%(count)s characters could not be decoded and were left out.", count) % {"count": count}
+    if code == REPAIRED:
+        return ngettext("Garbled characters (text read in the wrong encoding) were repaired on %(count)s line.",
+                        "Garbled characters (text read in the wrong encoding) were repaired on %(count)s lines.",
+                        count) % {"count": count}
+    return str(code)

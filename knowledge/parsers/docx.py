@@ -13,6 +13,7 @@ import zipfile
 from django.utils.translation import gettext_noop
 
 from knowledge.parsers.base import ParsedDocument, ParseError
+from knowledge.parsers.tables import markdown_table, table_cell
 
 NOT_DOCX = gettext_noop("The file is not a valid Word document (.docx).")
 ZIP_BOMB = gettext_noop("The Word document expands to an unreasonable size (possible zip bomb); it was not opened.")
@@ -69,6 +70,7 @@ def parse_docx(data: bytes, *, filename: str = "") -> ParsedDocument:
     if not data:
         raise ParseError(EMPTY)
     check_archive(data)
+    # Parsing libraries load only in the process that parses: every process imports knowledge.parsers (models).
     import docx
     from docx.table import Table
 
@@ -80,13 +82,17 @@ def parse_docx(data: bytes, *, filename: str = "") -> ParsedDocument:
     try:
         for item in document.iter_inner_content():
             if isinstance(item, Table):
+                rows = []
                 for row in item.rows:
-                    cells = [" ".join(c.text.split()) for c in row.cells]
-                    # Merged cells repeat in python-docx; keep each distinct neighbour once.
-                    deduped = [c for i, c in enumerate(cells) if i == 0 or c != cells[i - 1]]
-                    if any(deduped):
-                        blocks.append(" | ".join(deduped))
-                blocks.append("")
+                    cells = row.cells
+                    # python-docx repeats a merged cell in every column it spans: its text goes in the first,
+                    # the others stay empty, so the columns still line up under the header.
+                    texts = [table_cell(c.text) if i == 0 or c._tc is not cells[i - 1]._tc else ""
+                             for i, c in enumerate(cells)]
+                    if any(texts):
+                        rows.append(texts)
+                if rows:
+                    blocks += ["", markdown_table(rows), ""]
                 continue
             text = item.text.strip()
             if not text:

@@ -31,6 +31,7 @@ def parse_pdf(data: bytes, *, filename: str = "", progress=None) -> ParsedDocume
         raise ParseError(EMPTY)
     if b"%PDF" not in data[:1024]:
         raise ParseError(DAMAGED)
+    # Parsing libraries load only in the process that parses: every process imports knowledge.parsers (models).
     from pypdf import PasswordType, PdfReader
     from pypdf.errors import FileNotDecryptedError, PyPdfError
 

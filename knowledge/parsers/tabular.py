@@ -30,7 +30,8 @@ def _render(cells: list[str]) -> str:
 
 
 def parse_csv(data: bytes, *, filename: str = "") -> ParsedDocument:
-    text = normalize_newlines(decode_text(data)).lstrip("\ufeff")
+    decoded = decode_text(data)
+    text = normalize_newlines(decoded.text).lstrip("\ufeff")
     if not text.strip():
         raise ParseError(NO_TEXT)
     dialect = _dialect(text[:20000])
@@ -51,4 +52,4 @@ def parse_csv(data: bytes, *, filename: str = "") -> ParsedDocument:
     for number, line in enumerate(lines[1:], start=1):
         rows.append(Row(number=number, start=offset, end=offset + len(line)))
         offset += len(line) + 1
-    return ParsedDocument(text=out, kind="table", header=header, rows=rows)
+    return ParsedDocument(text=out, kind="table", header=header, rows=rows, warnings=decoded.warnings())

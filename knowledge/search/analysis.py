@@ -19,6 +19,8 @@ import unicodedata
 from dataclasses import dataclass
 from functools import cache
 
+import Stemmer
+
 # Lucene's EnglishAnalyzer stopword set (33 words).
 ENGLISH_STOPWORDS = frozenset(
     ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was", "will", "with"]
@@ -46,11 +48,6 @@ def hangul_ratio(text: str) -> float:
     return sum(1 for ch in letters if _HANGUL_CHAR.match(ch)) / len(letters)
 
 
-def detect_language(text: str) -> str:
-    """'ko' when a fair share of the letters are Hangul, else 'en'. Used for per-text decisions in 'auto' KBs."""
-    return "ko" if hangul_ratio(text) >= 0.2 else "en"
-
-
 @dataclass(frozen=True)
 class AnalyzerConfig:
     stem: bool = True
@@ -76,7 +73,7 @@ class _Kiwi:
         if cls._instance is None:
             with cls._lock:
                 if cls._instance is None:
-                    from kiwipiepy import Kiwi
+                    from kiwipiepy import Kiwi  # native library and model: only processes that see Korean
 
                     cls._instance = Kiwi(num_workers=-1)  # -1: no worker threads, analyse in the caller
         return cls._instance
@@ -84,8 +81,6 @@ class _Kiwi:
 
 @cache
 def _stemmer():
-    import Stemmer
-
     return Stemmer.Stemmer("english")
 
 

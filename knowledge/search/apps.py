@@ -1,5 +1,7 @@
 from django.apps import AppConfig
 
+from config import jobs
+
 
 class SearchConfig(AppConfig):
     """Retrieval over knowledge bases: analysers, the BM25 inverted index, dense search, fusion, evaluation.
@@ -8,3 +10,9 @@ class SearchConfig(AppConfig):
     name = "knowledge.search"
     label = "search"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        # Imported here, not at the top: Django loads apps.py before any model, and this imports models.
+        from knowledge.search.evaluation.runs import EVAL_RUN_JOB
+
+        jobs.register(EVAL_RUN_JOB)

@@ -1,18 +1,23 @@
-"""BM25 (Okapi, rank-bm25's variant) scored inside PostgreSQL from the inverted index.
+"""BM25 (Okapi, rank-bm25's variant) over the KB's inverted index, scored in numpy.
 
 score(chunk) = sum over query tokens t of idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avglen))
 idf(t) = ln(N - df + 0.5) - ln(df + 0.5); a negative idf (term in more than half the chunks) is replaced by
-epsilon * (mean idf over the KB's vocabulary), exactly as rank_bm25.BM25Okapi does. Statistics are per KB;
-a multi-KB search scores each KB against its own statistics in the same SQL statement.
+epsilon * (mean idf over the KB's vocabulary), exactly as rank_bm25.BM25Okapi does. A multi-KB search scores
+with the KBs' statistics taken together (chunk count, average length, document frequencies), as if they were
+one index, so scores from different KBs compare.
 
-Top-k is exact but does not score every posting of every query term (MaxScore, Turtle & Flood 1995):
+A query reads the KBs' and its terms' statistics and the terms' posting blocks (postings.py: packed arrays, about
+a thousand postings a row) in one statement, and scores them with vectorised arithmetic; PostgreSQL's per-row cost
+(~0.4 us per posting to unnest and aggregate in SQL) made dense posting lists (common Korean bigrams: 500k
+postings in a question) far too slow. Nothing of a KB stays in memory between queries.
+
+Top-k is exact but does not aggregate every posting (MaxScore, Turtle & Flood 1995):
 1. threshold: the postings of the most selective terms give candidates; the best `limit` of them, scored
    exactly over all query terms, give a score the final k-th result cannot be below (theta);
 2. terms ordered by their upper bound (weight x the term's best possible tf part): the low-bound terms whose
    bounds together stay under theta cannot lift a chunk into the top k by themselves, so only chunks with an
    essential (high-bound) term are candidates; a candidate whose essential score plus those bounds stays under
-   theta is dropped, and the rest get the low-bound terms' scores by looking up their own document's block.
-Common words then cost an index lookup per surviving candidate instead of a scan of most of the KB.
+   theta is dropped, and the rest get the low-bound terms' scores by binary search in those terms' postings.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from django.db import connection, transaction
+import numpy as np
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from knowledge.search.analysis import analyzer_for
+from knowledge.search.postings import Postings, binary_cursor, unpack
 
 
 @dataclass
@@ -35,30 +42,51 @@ class KbParams:
     epsilon: float
 
 
-def _stats(kb_ids: list[int]) -> dict[int, dict]:
-    with connection.cursor() as cursor:
+def _read_index(*, tenant, kb_ids: list[int], terms: list[str], using: str) -> tuple[dict, dict, dict]:
+    """The KBs' statistics, their query terms' statistics and the terms' posting blocks, in one statement (each
+    round trip to the database costs as much as scoring thousands of postings, more on a busy machine)."""
+    stats: dict[int, dict] = {}
+    found: dict[tuple[int, str], tuple] = {}
+    blocks: dict[tuple[int, str], list[Postings]] = {}
+    with binary_cursor(using) as cursor:
         cursor.execute(
-            "SELECT kb_id, chunk_count, total_length, version, average_idf, average_idf_version "
-            "FROM search_indexstats WHERE kb_id = ANY(%s)",
-            [kb_ids],
+            """
+            SELECT s.kb_id, s.chunk_count, s.total_length, s.version, s.average_idf, s.average_idf_version,
+                   t.term, t.df, t.max_tf, t.min_length, b.first_chunk, b.size, b.data
+            FROM search_indexstats s
+            LEFT JOIN search_termstat t ON t.kb_id = s.kb_id AND t.term = ANY(%s::text[])
+            LEFT JOIN search_postingblock b ON b.kb_id = t.kb_id AND b.term = t.term AND b.tenant_id = %s
+            WHERE s.kb_id = ANY(%s)
+            ORDER BY s.kb_id, t.term, b.first_chunk
+            """,
+            [terms, tenant.pk, kb_ids], binary=True,
         )
-        return {
-            row[0]: {"n": row[1], "total": row[2], "version": row[3], "avg_idf": row[4], "avg_version": row[5]}
-            for row in cursor.fetchall()
-        }
+        for kb_id, n, total, version, avg, avg_version, term, df, max_tf, min_length, first, size, data in cursor:
+            if kb_id not in stats:
+                stats[kb_id] = {"n": n, "total": total, "version": version, "avg_idf": avg, "avg_version": avg_version}
+            if term is None:
+                continue
+            found[(kb_id, term)] = (df, max_tf, min_length)
+            parts = blocks.setdefault((kb_id, term), [])
+            if data is not None:
+                parts.append(unpack(first, size, data))
+    return stats, found, blocks
 
 
-def _average_idf(kb_id: int, stats: dict) -> float:
-    """Mean idf over the KB's vocabulary, cached on the stats row until the index changes."""
+def _average_idf(kb_id: int, stats: dict, using: str) -> float:
+    """Mean idf over the KB's vocabulary, cached on the stats row until the index changes (by searches on the
+    primary: a replica is read-only)."""
     if stats["avg_idf"] is not None and stats["avg_version"] == stats["version"]:
         return stats["avg_idf"]
     n = stats["n"]
-    with connection.cursor() as cursor:
+    with connections[using].cursor() as cursor:
         cursor.execute(
             "SELECT AVG(ln(%s - df + 0.5) - ln(df + 0.5)) FROM search_termstat WHERE kb_id = %s",
             [float(n), kb_id],
         )
         value = float(cursor.fetchone()[0] or 0.0)
+        if using != DEFAULT_DB_ALIAS:
+            return value
         cursor.execute(
             "UPDATE search_indexstats SET average_idf = %s, average_idf_version = %s WHERE kb_id = %s AND version = %s",
             [value, stats["version"], kb_id, stats["version"]],
@@ -66,18 +94,49 @@ def _average_idf(kb_id: int, stats: dict) -> float:
     return value
 
 
+@dataclass
+class _Union:
+    """Statistics of several KBs as if they were one index, so their chunks' scores compare (a term rare in a
+    small KB must not outrank the answer in a KB where that term is common)."""
+
+    n: int
+    avglen: float
+    df: Counter
+    kbs: list[tuple[int, dict]]
+    using: str
+
+    def average_idf(self) -> float:
+        # The chunk-weighted mean of each KB's mean idf: close to the union vocabulary's, without a scan of it.
+        return sum(_average_idf(kb_id, s, self.using) * s["n"] for kb_id, s in self.kbs) / self.n
+
+
+def _union_statistics(kbs: list[KbParams], stats: dict[int, dict], found: dict, using: str) -> _Union | None:
+    indexed = [(p.kb_id, stats[p.kb_id]) for p in kbs
+               if stats.get(p.kb_id) and stats[p.kb_id]["n"] > 0 and stats[p.kb_id]["total"] > 0]
+    if len(indexed) < 2:
+        return None
+    n = sum(s["n"] for _, s in indexed)
+    df: Counter = Counter()
+    for (_, term), (term_df, _, _) in found.items():
+        df[term] += term_df
+    return _Union(n=n, avglen=sum(s["total"] for _, s in indexed) / n, df=df, kbs=indexed, using=using)
+
+
 def query_terms(query: str, language: str) -> Counter:
     return Counter(analyzer_for(language).tokens(query))
 
 
-# Below this many postings in all, scoring every posting is as fast as pruning (two statements instead of one).
+# Below this many postings in all, aggregating every posting is as fast as pruning.
 PRUNE_ABOVE_POSTINGS = 20_000
 # Postings the threshold step may read; it takes the most selective terms up to this (at least one term).
 THRESHOLD_POSTINGS = 30_000
-# One candidate's lookup in one term's block costs about as much as scanning this many postings (measured:
-# ~10 us per lookup, ~1 us per scanned posting).
-COMPLETION_COST = 10
+# Completing one candidate in one skipped term (a binary search) costs about as much as aggregating this many
+# postings (measured; aggregation sorts).
+COMPLETION_COST = 1
 _SLACK = 1e-9  # float sums in a different order may differ in the last bits
+# Aggregation sums into an array over the postings' chunk-id range when it is at most this many times the
+# number of postings; chunk ids spread wider (a KB filled slowly among busy tenants) are sorted instead.
+DENSE_SPAN = 8
 
 
 @dataclass
@@ -90,141 +149,158 @@ class QueryTerm:
     avglen: float
     df: int
     bound: float = field(default=0.0)  # no chunk gets more than this from the term
+    postings: Postings | None = None
+
+    def scores(self, positions: np.ndarray | None = None) -> np.ndarray:
+        """The term's score in each of its chunks (or in those at `positions`). The formula with the term's
+        constants folded: weight (k1 + 1) tf / (tf + k1 (1 - b) + (k1 b / avglen) len)."""
+        tfs, lengths = self.postings.tfs, self.postings.lengths
+        if positions is not None:
+            tfs, lengths = tfs[positions], lengths[positions]
+        tfs = tfs.astype(np.float64)
+        return (self.weight * (self.k1 + 1)) * tfs / (tfs + self.k1 * (1 - self.b)
+                                                      + (self.k1 * self.b / self.avglen) * lengths)
 
 
 def _tf_part(tf: float, length: float, k1: float, b: float, avglen: float) -> float:
     return tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avglen))
 
 
-def _query_terms(kbs: list[KbParams], query: str) -> list[QueryTerm]:
-    stats = _stats([p.kb_id for p in kbs])
+def _query_terms(*, tenant, kbs: list[KbParams], query: str, document_ids: list[int] | None,
+                 using: str) -> list[QueryTerm]:
+    """The query's terms in each KB with their weights, bounds and postings (in the given documents only)."""
     counts = {p.kb_id: query_terms(query, p.language) for p in kbs}
     all_terms = sorted({t for c in counts.values() for t in c})
     if not all_terms:
         return []
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT kb_id, term, df, max_tf, min_length FROM search_termstat "
-            "WHERE kb_id = ANY(%s) AND term = ANY(%s::text[])",
-            [[p.kb_id for p in kbs], all_terms],
-        )
-        found = {(kb_id, term): (df, max_tf, min_length) for kb_id, term, df, max_tf, min_length in cursor.fetchall()}
+    stats, found, blocks = _read_index(tenant=tenant, kb_ids=[p.kb_id for p in kbs], terms=all_terms, using=using)
+    allowed = _chunks_of(tenant, document_ids, using) if document_ids is not None else None
+    union = _union_statistics(kbs, stats, found, using)
     out = []
     for p in kbs:
         s = stats.get(p.kb_id)
         if not s or s["n"] <= 0 or s["total"] <= 0:
             continue
-        n, avglen = s["n"], s["total"] / s["n"]
+        n, avglen = (union.n, union.avglen) if union else (s["n"], s["total"] / s["n"])
         floor = None
         for term, qtf in counts[p.kb_id].items():
             df, max_tf, min_length = found.get((p.kb_id, term), (0, None, None))
             if not df:
                 continue
-            idf = math.log(n - df + 0.5) - math.log(df + 0.5)
+            idf_df = union.df[term] if union else df
+            idf = math.log(n - idf_df + 0.5) - math.log(idf_df + 0.5)
             if idf < 0:
                 if floor is None:
-                    floor = p.epsilon * _average_idf(p.kb_id, s)
+                    floor = p.epsilon * (union.average_idf() if union else _average_idf(p.kb_id, s, using))
                 idf = floor
             weight = idf * qtf
             # Unknown bounds (an index from before they were kept): the tf part never reaches k1 + 1.
             best = (_tf_part(max_tf, min_length, p.k1, p.b, avglen) if max_tf and min_length is not None
                     else p.k1 + 1)
-            out.append(QueryTerm(p.kb_id, term, weight, p.k1, p.b, avglen, df, bound=max(0.0, weight * best)))
+            postings = _ordered(blocks.get((p.kb_id, term), []))
+            if allowed is not None:
+                keep = np.isin(postings.ids, allowed)
+                postings = Postings(postings.ids[keep], postings.tfs[keep], postings.lengths[keep])
+            out.append(QueryTerm(p.kb_id, term, weight, p.k1, p.b, avglen, df, bound=max(0.0, weight * best),
+                                 postings=postings))
     return out
 
 
-# The per-posting formula with each term's constants folded: w1 = weight (k1 + 1), ka = k1 (1 - b),
-# kb = k1 b / avglen (measured ~5% faster than the textbook form; equal to 1e-12).
-_SCORE = "{w1} * {tf} / ({tf} + {ka} + {kb} * {len})"
+def _chunks_of(tenant, document_ids: list[int], using: str) -> np.ndarray:
+    with binary_cursor(using) as cursor:
+        cursor.execute("SELECT id FROM knowledge_chunk WHERE tenant_id = %s AND document_id = ANY(%s)",
+                       [tenant.pk, list(document_ids)], binary=True)
+        return np.array([row[0] for row in cursor.fetchall()], dtype=np.int64)
 
 
-def _scored(*, tenant, terms: list[QueryTerm], scan: list[bool], limit: int, document_ids: list[int] | None,
-            cut: float | None = None, candidates: int | None = None) -> list[tuple[int, float]]:
-    """Exact scores of the best chunks among those holding a `scan` term.
-
-    The postings of the scan terms give candidates with partial scores; `cut` drops candidates whose partial
-    score is below it, `candidates` keeps only that many best partial scores; the other terms' scores are then
-    added from each candidate's own (KB, term, document) block. Returns the `limit` best, best first."""
-    doc_filter = "AND pb.document_id = ANY(%(documents)s)" if document_ids is not None else ""
-    complete = not all(scan)
-    partial = _SCORE.format(w1="w1", tf="tf", ka="ka", kb="kb", len="len")
-    having = "HAVING SUM(" + partial + ") >= %(cut)s" if cut is not None else ""
-    keep = "ORDER BY partial DESC, chunk_id LIMIT %(candidates)s" if candidates is not None else ""
-    completion = ""
-    if complete:
-        extra = _SCORE.format(w1="q.w1", tf="pb.tfs[i]", ka="q.ka", kb="q.kb", len="pb.lengths[i]")
-        # A correlated subquery: planned on its own, so it is always one (KB, term, document) index lookup
-        # per candidate and term (as a join, low row estimates made the planner scan whole term ranges).
-        completion = f"""
-        , x AS (
-            SELECT c.chunk_id, SUM((
-                SELECT {extra}
-                FROM search_postingblock pb, array_position(pb.chunk_ids, c.chunk_id) AS i
-                WHERE pb.kb_id = q.kb_id AND pb.term = q.term AND pb.document_id = c.document_id
-                    AND pb.tenant_id = %(tenant)s AND i IS NOT NULL
-            )) AS extra
-            FROM c JOIN q ON q.kb_id = c.kb_id AND NOT q.scan
-            GROUP BY c.chunk_id
-        )"""
-    final = ("SELECT c.chunk_id, c.partial + COALESCE(x.extra, 0) AS score FROM c LEFT JOIN x USING (chunk_id)"
-             if complete else "SELECT chunk_id, partial AS score FROM c")
-    # Set-returning unnest in the select list with a hash aggregate measured ~2x faster than LATERAL unnest
-    # with a sort-based group (20k-chunk KB, common terms); enable_sort=off (this transaction only) makes the
-    # planner pick the hash aggregate whatever its row estimate. The candidates' KB and document are carried
-    # (two more aggregates per posting, ~12% of a scan) only when completion needs them.
-    located = "q.kb_id, pb.document_id," if complete else ""
-    locate = "MIN(kb_id) AS kb_id, MIN(document_id) AS document_id," if complete else ""
-    sql = f"""
-        WITH q AS MATERIALIZED (
-            SELECT * FROM unnest(%(kb)s::bigint[], %(term)s::text[], %(w1)s::float8[], %(ka)s::float8[],
-                                 %(kb_len)s::float8[], %(scan)s::bool[])
-                AS q(kb_id, term, w1, ka, kb, scan)
-        ), p AS (
-            SELECT {located} q.w1, q.ka, q.kb,
-                   unnest(pb.chunk_ids) AS chunk_id, unnest(pb.tfs) AS tf, unnest(pb.lengths) AS len
-            FROM q JOIN search_postingblock pb ON pb.kb_id = q.kb_id AND pb.term = q.term
-            WHERE q.scan AND pb.tenant_id = %(tenant)s {doc_filter}
-        ), c AS {"MATERIALIZED" if complete else "NOT MATERIALIZED"} (
-            SELECT chunk_id, {locate} SUM({partial}) AS partial
-            FROM p GROUP BY chunk_id {having} {keep}
-        ){completion}
-        {final}
-        ORDER BY score DESC, chunk_id
-        LIMIT %(limit)s
-    """
-    params = {
-        "kb": [t.kb_id for t in terms], "term": [t.term for t in terms],
-        "w1": [t.weight * (t.k1 + 1) for t in terms], "ka": [t.k1 * (1 - t.b) for t in terms],
-        "kb_len": [t.k1 * t.b / t.avglen for t in terms],
-        "scan": scan, "tenant": tenant.pk, "documents": list(document_ids or []), "cut": cut,
-        "candidates": candidates, "limit": limit,
-    }
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('enable_sort', 'off', true)")
-        cursor.execute(sql, params)
-        return [(int(cid), float(score)) for cid, score in cursor.fetchall()]
+def _ordered(parts: list[Postings]) -> Postings:
+    """A term's blocks (in first-chunk order) as one list in chunk-id order; only fresh blocks that interleave
+    with others need a sort."""
+    if not parts:
+        return Postings.empty()
+    ids = np.concatenate([p.ids for p in parts])
+    tfs = np.concatenate([p.tfs for p in parts])
+    lengths = np.concatenate([p.lengths for p in parts])
+    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+        order = np.argsort(ids, kind="stable")
+        ids, tfs, lengths = ids[order], tfs[order], lengths[order]
+    return Postings(ids, tfs, lengths)
 
 
-def _threshold(*, tenant, terms: list[QueryTerm], limit: int, document_ids) -> float | None:
+def _aggregate(terms: list[QueryTerm]) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct chunk ids of the terms' postings with the sum of the terms' scores in each."""
+    if not terms:
+        return np.empty(0, np.int64), np.empty(0, np.float64)
+    ids = np.concatenate([t.postings.ids for t in terms])
+    scores = np.concatenate([t.scores() for t in terms])
+    if len(terms) == 1 or not len(ids):
+        return ids, scores
+    low = int(ids.min())
+    span = int(ids.max()) - low + 1
+    if span <= DENSE_SPAN * len(ids):
+        # A KB's chunk ids are mostly consecutive: sum into an array indexed by id (several times faster
+        # than sorting the postings by id).
+        offsets = ids - low
+        present = np.zeros(span, dtype=bool)
+        present[offsets] = True
+        sums = np.bincount(offsets, weights=scores, minlength=span)
+        found = np.flatnonzero(present)
+        return found + low, sums[found]
+    order = np.argsort(ids, kind="stable")
+    ids, scores = ids[order], scores[order]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    return ids[starts], np.add.reduceat(scores, starts)
+
+
+def _complete(ids: np.ndarray, partial: np.ndarray, terms: list[QueryTerm]) -> np.ndarray:
+    """`partial` plus each of `terms`' score in the chunks `ids` (sorted), found by binary search."""
+    total = partial.copy()
+    for t in terms:
+        posting_ids = t.postings.ids
+        if not len(posting_ids):
+            continue
+        at = np.searchsorted(posting_ids, ids)
+        inside = at < len(posting_ids)
+        hit = np.zeros(len(ids), dtype=bool)
+        hit[inside] = posting_ids[at[inside]] == ids[inside]
+        total[hit] += t.scores(at[hit])
+    return total
+
+
+def _top(ids: np.ndarray, scores: np.ndarray, terms: list[QueryTerm], limit: int) -> list[tuple[int, float]]:
+    """The `limit` best (chunk id, score), best first, ties by chunk id. The finalists are scored again term by
+    term in query order, so equal chunks get bit-equal scores whichever way they were found."""
+    if len(ids) > limit:
+        kth = np.partition(scores, len(scores) - limit)[len(scores) - limit]
+        keep = scores >= kth - _SLACK
+        ids = ids[keep]
+    scores = _complete(ids, np.zeros(len(ids)), terms)
+    order = np.lexsort((ids, -scores))[:limit]
+    return [(int(ids[i]), float(scores[i])) for i in order]
+
+
+def _threshold(terms: list[QueryTerm], limit: int) -> float | None:
     """A score the exact k-th result is at least: the k-th best exact score among candidates drawn from the
     most selective terms (None when they give fewer than `limit` chunks)."""
-    scan = [False] * len(terms)
-    postings = 0
-    for i in sorted(range(len(terms)), key=lambda i: (terms[i].df, -terms[i].bound)):
-        if postings and postings + terms[i].df > THRESHOLD_POSTINGS:
+    chosen, postings = [], 0
+    for t in sorted(terms, key=lambda t: (t.df, -t.bound)):
+        if postings and postings + len(t.postings) > THRESHOLD_POSTINGS:
             break
-        scan[i] = True
-        postings += terms[i].df
+        chosen.append(t)
+        postings += len(t.postings)
         if postings >= 4 * limit:  # enough candidates for a good k-th score; more would only cost time
             break
-    if all(scan):
+    if len(chosen) == len(terms):
         return None
-    best = _scored(tenant=tenant, terms=terms, scan=scan, limit=limit, document_ids=document_ids, candidates=limit)
-    return best[-1][1] if len(best) >= limit else None
+    ids = np.unique(np.concatenate([t.postings.ids for t in chosen]))
+    if len(ids) < limit:
+        return None
+    exact = _complete(ids, np.zeros(len(ids)), terms)
+    return float(np.partition(exact, len(exact) - limit)[len(exact) - limit])
 
 
 def _essential(terms: list[QueryTerm], theta: float) -> tuple[list[bool], float]:
-    """Which terms must be scanned for a top k at or above `theta`: all but the longest run of lowest-bound
+    """Which terms must be aggregated for a top k at or above `theta`: all but the longest run of lowest-bound
     terms whose bounds sum below theta. Returns the mask and that sum."""
     scan = [True] * len(terms)
     below = 0.0
@@ -237,44 +313,47 @@ def _essential(terms: list[QueryTerm], theta: float) -> tuple[list[bool], float]
 
 
 def _pruning_can_pay(terms: list[QueryTerm], scan: list[bool]) -> bool:
-    """Whether completing the essential (`scan`) terms' chunks by lookups (at worst one per posting and skipped
-    term) costs less than scanning the skipped terms' postings as well."""
-    essential = sum(t.df for t, scanned in zip(terms, scan, strict=True) if scanned)
-    skipped = sum(t.df for t in terms) - essential
+    """Whether completing the essential (`scan`) terms' chunks by binary searches (at worst one per posting
+    and skipped term) costs less than aggregating the skipped terms' postings as well."""
+    essential = sum(len(t.postings) for t, scanned in zip(terms, scan, strict=True) if scanned)
+    skipped = sum(len(t.postings) for t in terms) - essential
     return essential * (len(terms) - sum(scan)) * COMPLETION_COST < skipped
 
 
 def bm25_search(*, tenant, kbs: list[KbParams], query: str, limit: int, document_ids: list[int] | None = None,
-                prune: bool = True, trace: dict | None = None) -> list[tuple[int, float]]:
+                prune: bool = True, trace: dict | None = None, using: str = DEFAULT_DB_ALIAS) -> list[tuple[int, float]]:
     """Top `limit` (chunk_id, score) of the KBs for `query`, best first; only chunks matching a query term.
-    `prune=False` scores every posting of the query's terms (the same result; kept for tests and benchmarks);
-    `trace`, when given, is filled with what the search did (terms, postings scanned, threshold)."""
+    `prune=False` aggregates every posting of the query's terms (the same result; kept for tests and
+    benchmarks); `trace`, when given, is filled with what the search did (terms, postings, threshold).
+    `using`: the database alias to read (a replica, config.replicas)."""
     if not kbs or limit <= 0:
         return []
-    terms = _query_terms(kbs, query)
+    terms = _query_terms(tenant=tenant, kbs=kbs, query=query, document_ids=document_ids, using=using)
     if not terms:
         return []
     trace = trace if trace is not None else {}
-    trace.update(terms=len(terms), postings=sum(t.df for t in terms), pruned=False)
-    everything = [True] * len(terms)
+    trace.update(terms=len(terms), postings=sum(len(t.postings) for t in terms), pruned=False)
     if (not prune or len(terms) == 1 or trace["postings"] <= PRUNE_ABOVE_POSTINGS
             or any(t.weight <= 0 for t in terms)):  # a negative weight breaks the bounds' arithmetic
-        return _scored(tenant=tenant, terms=terms, scan=everything, limit=limit, document_ids=document_ids)
+        return _top(*_aggregate(terms), terms, limit)
     if not _pruning_can_pay(terms, _essential(terms, sum(t.bound for t in terms))[0]):
         trace["fallback"] = "common-words"  # even the best possible threshold would leave too much to complete
-        return _scored(tenant=tenant, terms=terms, scan=everything, limit=limit, document_ids=document_ids)
-    theta = _threshold(tenant=tenant, terms=terms, limit=limit, document_ids=document_ids)
+        return _top(*_aggregate(terms), terms, limit)
+    theta = _threshold(terms, limit)
     trace["threshold"] = theta
     if theta is None:
-        return _scored(tenant=tenant, terms=terms, scan=everything, limit=limit, document_ids=document_ids)
+        return _top(*_aggregate(terms), terms, limit)
     scan, below = _essential(terms, theta)
-    cut = theta - below - _SLACK
     if not _pruning_can_pay(terms, scan):
-        # Completing (at worst) every essential posting's chunk by lookups would cost more than scanning the
-        # other terms' postings too: the query is all common words; score everything once.
+        # Completing (at worst) every essential posting's chunk would cost more than aggregating the other
+        # terms' postings too: the query is all common words; aggregate everything once.
         trace["fallback"] = "common-words"
-        return _scored(tenant=tenant, terms=terms, scan=everything, limit=limit, document_ids=document_ids,
-                       cut=theta - _SLACK)
-    trace.update(pruned=True, scanned_terms=sum(scan),
-                 scanned_postings=sum(t.df for t, scanned in zip(terms, scan, strict=True) if scanned))
-    return _scored(tenant=tenant, terms=terms, scan=scan, limit=limit, document_ids=document_ids, cut=cut)
+        return _top(*_aggregate(terms), terms, limit)
+    essential = [t for t, scanned in zip(terms, scan, strict=True) if scanned]
+    trace.update(pruned=True, scanned_terms=len(essential),
+                 scanned_postings=sum(len(t.postings) for t in essential))
+    ids, partial = _aggregate(essential)
+    keep = partial >= theta - below - _SLACK
+    ids, partial = ids[keep], partial[keep]
+    rest = [t for t, scanned in zip(terms, scan, strict=True) if not scanned]
+    return _top(ids, _complete(ids, partial, rest), terms, limit)

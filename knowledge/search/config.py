@@ -7,10 +7,13 @@ a prior for how good the KB's embedding model is at retrieval.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import asdict, dataclass, fields
 
 from django.conf import settings as django_settings
 from django.utils.translation import gettext_lazy as _
+
+from accounts.errors import AppError
 
 MODES = ("hybrid", "bm25", "dense")
 FUSIONS = ("zscore", "rrf")
@@ -36,25 +39,21 @@ LANGUAGE_EMBEDDING_PREFERENCES = {
 
 
 def dense_weight_prior(model: str) -> float:
-    priors = {**DENSE_WEIGHT_PRIORS, **getattr(django_settings, "SEARCH_DENSE_WEIGHT_PRIORS", {})}
+    priors = {**DENSE_WEIGHT_PRIORS, **django_settings.SEARCH_DENSE_WEIGHT_PRIORS}
     return float(priors.get(model, priors.get(model.lower(), DEFAULT_DENSE_WEIGHT)))
 
 
 def default_embedding_model(language: str, available: list[str] | None = None) -> str:
     """The embedding model to give a new KB of `language`, among the models the operator offers."""
-    from knowledge.embeddings import DEFAULT_EMBEDDING_MODEL
-
-    offered = available if available is not None else [DEFAULT_EMBEDDING_MODEL]
+    offered = available if available is not None else [django_settings.DEFAULT_EMBEDDING_MODEL]
     for name in LANGUAGE_EMBEDDING_PREFERENCES.get(language, []):
         if name in offered and _loadable(name):
             return name
-    return offered[0] if offered else DEFAULT_EMBEDDING_MODEL
+    return offered[0] if offered else django_settings.DEFAULT_EMBEDDING_MODEL
 
 
 def _loadable(name: str) -> bool:
     if name.startswith("st:"):
-        import importlib.util
-
         return importlib.util.find_spec("sentence_transformers") is not None
     return True
 
@@ -98,10 +97,11 @@ _INTS = {"k", "rrf_k", "candidates", "neighbors", "expansion_queries", "rerank_t
 _NULLABLE = {"dense_weight", "mmr_lambda"}
 
 
-class SettingsError(ValueError):
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
+class SettingsError(AppError):
+    """Bad retrieval settings; `fields` maps each setting to its message."""
+
+    def __init__(self, fields: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()), fields=fields)
 
 
 def clean_settings(raw: dict | None, *, partial: bool = False) -> dict:

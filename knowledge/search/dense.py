@@ -12,7 +12,9 @@ import threading
 from collections import OrderedDict
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+
+from knowledge.embeddings import get_embedder
 
 _QUERY_CACHE: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 _QUERY_CACHE_SIZE = 512
@@ -31,8 +33,6 @@ def embed_query(*, tenant, model: str, text: str, usage=None) -> np.ndarray:
         if hit is not None:
             _QUERY_CACHE.move_to_end(key)
             return hit
-    from knowledge.embeddings import get_embedder
-
     embedder = get_embedder(model)
     if getattr(embedder, "billed", False):
         vector = embedder.embed_query(text, tenant=tenant, usage=usage)
@@ -50,9 +50,10 @@ def embed_query(*, tenant, model: str, text: str, usage=None) -> np.ndarray:
     return vector
 
 
-def dense_search(*, tenant, kb_ids: list[int], dim: int, vector, limit: int,
-                 document_ids: list[int] | None = None) -> list[tuple[int, float]]:
-    """Top `limit` (chunk_id, cosine similarity) among the KBs' chunks of dimension `dim`, best first."""
+def dense_search(*, tenant, kb_ids: list[int], dim: int, vector, limit: int, document_ids: list[int] | None = None,
+                 using: str = DEFAULT_DB_ALIAS) -> list[tuple[int, float]]:
+    """Top `limit` (chunk_id, cosine similarity) among the KBs' chunks of dimension `dim`, best first, read
+    from the database alias `using` (a replica, config.replicas)."""
     if not kb_ids or limit <= 0:
         return []
     dim = int(dim)
@@ -69,7 +70,7 @@ def dense_search(*, tenant, kb_ids: list[int], dim: int, vector, limit: int,
         ORDER BY embedding::vector({dim}) <=> %s::vector({dim})
         LIMIT %s
     """
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(using=using), connections[using].cursor() as cursor:
         # The candidate list must not be cut short by the default ef_search (40).
         cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(max(40, min(1000, limit)))])
         cursor.execute(sql, params)
@@ -77,8 +78,3 @@ def dense_search(*, tenant, kb_ids: list[int], dim: int, vector, limit: int,
     hits = [(int(cid), 1.0 - float(distance)) for cid, distance in rows if distance is not None]
     hits.sort(key=lambda h: (-h[1], h[0]))
     return hits
-
-
-def bare_topk(*, tenant, kb_ids: list[int], dim: int, vector, limit: int) -> list[tuple[int, float]]:
-    """The plain pgvector top-k query (no fusion, no hydration), for benchmarks."""
-    return dense_search(tenant=tenant, kb_ids=kb_ids, dim=dim, vector=vector, limit=limit)

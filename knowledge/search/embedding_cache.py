@@ -17,7 +17,7 @@ from knowledge.embeddings import get_embedder
 
 
 def cache_dir() -> Path:
-    return Path(getattr(settings, "EMBEDDING_CACHE_DIR", settings.BASE_DIR / "var" / "cache" / "embeddings"))
+    return Path(settings.EMBEDDING_CACHE_DIR)
 
 
 def _fingerprint(texts: list[str], kind: str) -> str:

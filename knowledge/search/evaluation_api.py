@@ -14,6 +14,7 @@ API's one error shape; starting a run while one of the KB is queued or running i
 
 from __future__ import annotations
 
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.response import Response
@@ -22,11 +23,11 @@ from rest_framework.views import APIView
 from accounts.schema import errors
 from config.parsers import FormParser, JSONParser, MultiPartParser
 from knowledge import selectors as kb_selectors
-from knowledge.api import Conflict, PayloadTooLarge
-from knowledge.search import evaluation
-from knowledge.search.api import API_OPTIONS
-from knowledge.search.config import SettingsError, clean_settings
+from knowledge.search.api import SearchOptionsField
+from knowledge.search.evaluation import selectors as eval_selectors
+from knowledge.search.evaluation import services as eval_services
 from knowledge.search.models import EvalQuestion, EvalRun
+from knowledge.services import UploadTooLarge
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_EXPECTED = 100
@@ -82,17 +83,8 @@ class EvalQuestionImportResultSerializer(serializers.Serializer):
 
 class EvalRunStartSerializer(serializers.Serializer):
     k = serializers.IntegerField(min_value=1, max_value=50, default=10, help_text="Recall@k cut-off.")
-    options = serializers.DictField(required=False, help_text="Retrieval settings to override for this run "
-                                                              "(mode, fusion, weights...).")
-
-    def validate_options(self, value):
-        unknown = set(value) - API_OPTIONS
-        if unknown:
-            raise serializers.ValidationError(f"Unknown or not allowed option(s): {', '.join(sorted(unknown))}.")
-        try:
-            return clean_settings(value)
-        except SettingsError as exc:
-            raise serializers.ValidationError(exc.errors) from exc
+    options = SearchOptionsField(required=False, help_text="Retrieval settings to override for this run "
+                                                           "(mode, fusion, weights...).")
 
 
 class EvalRunProgressSerializer(serializers.Serializer):
@@ -134,7 +126,7 @@ class KnowledgeBaseEvalQuestions(generics.ListAPIView):
 
     def get_queryset(self):
         kb = kb_selectors.kb_get(tenant=self.request.tenant, kb_id=self.kwargs["kb_id"])
-        return evaluation.eval_question_list(tenant=self.request.tenant, kb=kb).order_by("created_at", "id")
+        return eval_selectors.eval_question_list(tenant=self.request.tenant, kb=kb).order_by("created_at", "id")
 
     @extend_schema(summary="Test questions of a knowledge base")
     def get(self, request, *args, **kwargs):
@@ -146,14 +138,11 @@ class KnowledgeBaseEvalQuestions(generics.ListAPIView):
         kb = kb_selectors.kb_get(tenant=request.tenant, kb_id=kb_id)
         data = EvalQuestionCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            question = evaluation.eval_question_create(
-                tenant=request.tenant, kb=kb, text=data.validated_data["text"],
-                document_ids=data.validated_data.get("expected_document_ids"),
-                refs=data.validated_data.get("expected"))
-        except evaluation.UploadError as exc:
-            raise exceptions.ValidationError({"expected_document_ids": [str(exc)]}) from exc
-        question = evaluation.eval_question_list(tenant=request.tenant, kb=kb).get(pk=question.pk)
+        question = eval_services.eval_question_create(
+            tenant=request.tenant, kb=kb, text=data.validated_data["text"],
+            document_ids=data.validated_data.get("expected_document_ids"),
+            refs=data.validated_data.get("expected"))
+        question = eval_selectors.eval_question_list(tenant=request.tenant, kb=kb).get(pk=question.pk)
         return Response(EvalQuestionSerializer(question).data, status=status.HTTP_201_CREATED)
 
 
@@ -169,25 +158,22 @@ class KnowledgeBaseEvalQuestionsUpload(APIView):
         if upload is None:
             raise exceptions.ValidationError({"file": ["Send the file as multipart/form-data field 'file'."]})
         if upload.size > MAX_UPLOAD_BYTES:
-            raise PayloadTooLarge("The file is larger than 5 MB.")
-        try:
-            outcome = evaluation.eval_questions_import(tenant=request.tenant, kb=kb, data=upload.read(),
-                                                       filename=upload.name or "")
-        except evaluation.UploadError as exc:
-            raise exceptions.ValidationError({"file": [str(exc)]}) from exc
+            raise UploadTooLarge(_("The file is larger than 5 MB."))
+        outcome = eval_services.eval_questions_import(tenant=request.tenant, kb=kb, data=upload.read(),
+                                                   filename=upload.name or "")
         return Response(EvalQuestionImportResultSerializer(outcome).data, status=status.HTTP_201_CREATED)
 
 
 class EvalQuestionDetail(APIView):
     @extend_schema(responses=EvalQuestionSerializer, summary="A test question")
     def get(self, request, eval_question_id):
-        question = evaluation.eval_question_get(tenant=request.tenant, question_id=eval_question_id)
+        question = eval_selectors.eval_question_get(tenant=request.tenant, question_id=eval_question_id)
         return Response(EvalQuestionSerializer(question).data)
 
     @extend_schema(responses={204: None}, summary="Delete a test question (runs already made keep their results)")
     def delete(self, request, eval_question_id):
-        question = evaluation.eval_question_get(tenant=request.tenant, question_id=eval_question_id)
-        evaluation.eval_question_delete(tenant=request.tenant, question=question)
+        question = eval_selectors.eval_question_get(tenant=request.tenant, question_id=eval_question_id)
+        eval_services.eval_question_delete(tenant=request.tenant, question=question)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -197,7 +183,7 @@ class KnowledgeBaseEvalRuns(generics.ListAPIView):
 
     def get_queryset(self):
         kb = kb_selectors.kb_get(tenant=self.request.tenant, kb_id=self.kwargs["kb_id"])
-        return evaluation.eval_run_list(tenant=self.request.tenant, kb=kb)
+        return eval_selectors.eval_run_list(tenant=self.request.tenant, kb=kb)
 
     @extend_schema(summary="Evaluation runs of a knowledge base, newest first")
     def get(self, request, *args, **kwargs):
@@ -209,18 +195,13 @@ class KnowledgeBaseEvalRuns(generics.ListAPIView):
         kb = kb_selectors.kb_get(tenant=request.tenant, kb_id=kb_id)
         data = EvalRunStartSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            run = evaluation.eval_run_start(tenant=request.tenant, kb=kb, user=request.user,
-                                            k=data.validated_data["k"], options=data.validated_data.get("options"))
-        except evaluation.EvalRunBusy as exc:
-            raise Conflict(exc.message) from exc
-        except evaluation.EvalRunError as exc:
-            raise exceptions.ValidationError(exc.fields or [exc.message]) from exc
+        run = eval_services.eval_run_start(tenant=request.tenant, kb=kb, user=request.user,
+                                        k=data.validated_data["k"], options=data.validated_data.get("options"))
         return Response(EvalRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 
 class EvalRunDetail(APIView):
     @extend_schema(responses=EvalRunDetailSerializer, summary="An evaluation run: status, progress, metrics")
     def get(self, request, eval_run_id):
-        run = evaluation.eval_run_get(tenant=request.tenant, run_id=eval_run_id)
+        run = eval_selectors.eval_run_get(tenant=request.tenant, run_id=eval_run_id)
         return Response(EvalRunDetailSerializer(run).data)

@@ -35,8 +35,8 @@ class RetrievalSettingsForm(forms.Form):
                                    help_text=_("A local sentence-transformers CrossEncoder path; empty: off."))
 
     @classmethod
-    def for_settings(cls, settings: RetrievalSettings, data=None):
-        initial = {name: getattr(settings, name) for name in cls.base_fields}
+    def for_settings(cls, retrieval: RetrievalSettings, data=None):
+        initial = {name: getattr(retrieval, name) for name in cls.base_fields}
         return cls(data=data, initial=initial)
 
 

@@ -10,6 +10,11 @@ nothing from BM25 (plain RRF over full rankings would credit it, which hurts cro
 - "rrf": weighted reciprocal rank fusion, w / (rrf_k + rank).
 
 Ties are broken by BM25 rank, then dense rank, then chunk id, so results are deterministic.
+
+The weights are adapted per query (`side_weights`): a query whose terms the KB mostly lacks (a Korean
+question over English passages matches only its numbers and Latin names) gets a near-empty BM25 list whose few
+hits would still stand out after standardising, so BM25 is trusted in proportion to the query's lexical
+coverage, less when the query's language is not the KB's, and the dense side takes over what it gives up.
 """
 
 from __future__ import annotations
@@ -30,6 +35,33 @@ class Fused:
     bm25_rank: int | None = None  # 1-based
     dense_score: float | None = None
     dense_rank: int | None = None
+    bm25_part: float = 0.0  # what each side added to `score`
+    dense_part: float = 0.0
+
+
+# Lexical coverage (language.lexical_coverage) at and above which BM25 is fully trusted; below it, trust falls
+# linearly to 0. A question in another language than the KB's is trusted at most CROSS_LANGUAGE_TRUST: the few
+# words it shares with the passages (names, numbers, English inside Korean text) are weak evidence.
+FULL_LEXICAL_COVERAGE = 0.5
+CROSS_LANGUAGE_TRUST = 0.5
+
+
+@dataclass(frozen=True)
+class SideWeights:
+    bm25: float
+    dense: float
+    lexical_trust: float  # 0..1: how far this query's BM25 list was trusted
+
+
+def side_weights(*, bm25_weight: float, dense_weight: float, coverage: float, cross_language: bool) -> SideWeights:
+    """The two sides' weights for one query. BM25 keeps `bm25_weight` x trust; the dense side gets at least
+    what BM25 gave up, so with weak lexical evidence the dense order leads (a KB's dense prior, e.g. 0.05 for
+    USE, assumes questions in the passages' language)."""
+    trust = min(1.0, max(0.0, coverage) / FULL_LEXICAL_COVERAGE)
+    if cross_language:
+        trust = min(trust, CROSS_LANGUAGE_TRUST)
+    return SideWeights(bm25=bm25_weight * trust, dense=max(dense_weight, bm25_weight * (1.0 - trust)),
+                       lexical_trust=trust)
 
 
 def _z(values: Sequence[float]) -> list[float]:
@@ -57,15 +89,18 @@ def fuse(bm25: Sequence[tuple[int, float]], dense: Sequence[tuple[int, float]], 
     if method == "rrf":
         for item in out.values():
             if item.bm25_rank is not None:
-                item.score += bm25_weight / (rrf_k + item.bm25_rank)
+                item.bm25_part = bm25_weight / (rrf_k + item.bm25_rank)
             if item.dense_rank is not None:
-                item.score += dense_weight / (rrf_k + item.dense_rank)
+                item.dense_part = dense_weight / (rrf_k + item.dense_rank)
     elif method == "zscore":
-        for weight, ranking in ((bm25_weight, bm25), (dense_weight, dense)):
-            for (cid, _score), z in zip(ranking, _z([s for _c, s in ranking]), strict=True):
-                out[cid].score += weight * max(z, 0.0)
+        for (cid, _score), z in zip(bm25, _z([s for _c, s in bm25]), strict=True):
+            out[cid].bm25_part = bm25_weight * max(z, 0.0)
+        for (cid, _score), z in zip(dense, _z([s for _c, s in dense]), strict=True):
+            out[cid].dense_part = dense_weight * max(z, 0.0)
     else:
         raise ValueError(f"unknown fusion {method!r}")
+    for item in out.values():
+        item.score = item.bm25_part + item.dense_part
     big = 1 << 30
     return sorted(out.values(), key=lambda f: (-f.score, f.bm25_rank or big, f.dense_rank or big, f.chunk_id))
 

@@ -1,10 +1,12 @@
-"""Retrieval's own tables: the BM25 inverted index (postings, term statistics, per-KB statistics) and the
+"""Retrieval's own tables: the BM25 inverted index (posting blocks, term statistics, per-KB statistics) and the
 evaluation feature (test questions, runs).
 
 The inverted index is laid out for one query pattern: "the postings of these few terms in these KBs".
-A PostingBlock row holds, for one (document, term), the ids of the document's chunks that contain the term
-with the term's frequency and each chunk's length, as parallel arrays. A query reads one index range per
-(KB, term), or single (KB, term, document) blocks, and never the rest of the KB; re-indexing or deleting a document touches only its own rows.
+A PostingBlock row holds up to postings.BLOCK_SIZE postings of one (KB, term), packed (knowledge/search/
+postings.py), so a query reads one short index range per (KB, term) and never the rest of the KB. Indexing a
+document adds one small "fresh" block per term; merging (merging.py) folds fresh blocks into full ones in the
+background, the layout a bulk load writes. IndexedDocument remembers each document's terms and chunks, so
+removing it rewrites only the blocks that hold its chunks.
 Document frequencies live in TermStat (one row per KB and term) and corpus totals in IndexStats.
 """
 
@@ -33,6 +35,9 @@ class IndexStats(TenantModel):
     # computed on demand and kept while `version` stays the same.
     average_idf = models.FloatField(null=True, blank=True)
     average_idf_version = models.BigIntegerField(default=-1)
+    # Documents indexed one by one since the KB's blocks were last merged (merging.py), and when the last was.
+    fresh_documents = models.IntegerField(default=0)
+    indexed_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"index of KB {self.kb_id}: {self.chunk_count} chunks"
@@ -55,19 +60,29 @@ class TermStat(TenantModel):
 
 
 class PostingBlock(TenantModel):
+    """Up to postings.BLOCK_SIZE postings of one term in one KB, in chunk-id order, packed into `data`."""
+
     kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="+", db_index=False)
-    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="+")
     term = models.CharField(max_length=MAX_TERM_LENGTH, db_collation="C")
-    chunk_ids = ArrayField(models.BigIntegerField())
-    tfs = ArrayField(models.IntegerField())
-    lengths = ArrayField(models.IntegerField())
+    first_chunk = models.BigIntegerField()
+    last_chunk = models.BigIntegerField()
+    size = models.IntegerField()
+    # The block's largest tf and shortest chunk: bounds on what any of its postings can score.
+    max_tf = models.IntegerField()
+    min_length = models.IntegerField()
+    # Written by indexing one document and not merged yet (merging.py).
+    fresh = models.BooleanField(default=False)
+    data = models.BinaryField()
 
     class Meta:
-        # (kb, term) ranges for scanning a term's postings; + document for looking up one document's block.
-        indexes = [models.Index(fields=["kb", "term", "document"], name="search_posting_kb_term_doc")]
+        indexes = [
+            # A term's blocks in chunk order, and the blocks of a term that may hold a given chunk.
+            models.Index(fields=["kb", "term", "first_chunk"], name="search_block_kb_term_first"),
+            models.Index(fields=["kb"], condition=models.Q(fresh=True), name="search_block_fresh"),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.term} in document {self.document_id}"
+        return f"{self.term}: {self.size} postings from chunk {self.first_chunk}"
 
 
 class IndexedDocument(TenantModel):
@@ -79,6 +94,9 @@ class IndexedDocument(TenantModel):
     total_length = models.BigIntegerField(default=0)
     document_version = models.PositiveIntegerField(default=0)
     indexed_at = models.DateTimeField(auto_now=True)
+    # Its distinct terms and its chunks: which blocks removing it must rewrite.
+    terms = ArrayField(models.CharField(max_length=MAX_TERM_LENGTH), default=list)
+    chunk_ids = ArrayField(models.BigIntegerField(), default=list)
 
     def __str__(self) -> str:
         return f"document {self.document_id} indexed ({self.chunk_count} chunks)"

@@ -6,6 +6,7 @@ downloaded at run time). torch is imported only here, only when a KB names a rer
 
 from __future__ import annotations
 
+import os
 import threading
 from functools import cache
 
@@ -14,10 +15,8 @@ _lock = threading.Lock()
 
 @cache
 def _load(name: str):
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from sentence_transformers import CrossEncoder
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read when huggingface_hub is first imported
+    from sentence_transformers import CrossEncoder  # imports torch: only in processes that rerank
 
     return CrossEncoder(name, device="cpu")
 

@@ -1,4 +1,4 @@
-"""Index maintenance for retrieval, and the evaluation feature's writes.
+"""Index maintenance for retrieval.
 
 Ingestion calls these hooks:
 
@@ -6,24 +6,35 @@ Ingestion calls these hooks:
                                                    (replaces that document's postings; idempotent)
     postings_delete_document(*, tenant, document_id)  before a document's chunks are deleted or replaced
 
-Every write to one KB's index first locks that KB's IndexStats row, so concurrent writers of a KB queue up
-there (and never deadlock on term rows), while writers of different KBs run in parallel.
+Indexing one document writes one small "fresh" block per term (cheap, whatever the KB's size) and counts the
+document; every settings.SEARCH_MERGE_AFTER_DOCUMENTS such documents, and on the beat sweep, a background merge
+(merging.py) folds the fresh blocks into full ones. Bulk loads and rebuilds (postings_index_documents) merge as
+they go, so both end in the same layout.
+
+Every write to one KB's index first locks that KB's IndexStats row, so concurrent writers of a KB (ingestion,
+removal, merging) queue up there, while writers of different KBs run in parallel.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
 
+import numpy as np
 from django.db import connection, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from accounts.tenancy import tenant_scope
+from config import replicas
 from knowledge.models import Chunk, Document, KnowledgeBase
+from knowledge.search import merging
 from knowledge.search.analysis import analyzer_for
 from knowledge.search.models import IndexedDocument, IndexStats, PostingBlock, TermStat
+from knowledge.search.postings import Postings, binary_cursor, unpack
 
 _INSERT_BATCH = 2000
-_FLAT_BATCH = 200_000  # postings per INSERT statement
 
 
 def index_text(*, title: str, heading_path: str, text: str) -> str:
@@ -40,101 +51,82 @@ def analyzer_for_kb(kb: KnowledgeBase):
 
 
 def _lock_stats(tenant, kb: KnowledgeBase) -> None:
-    """Create the KB's stats row if needed and lock it for this transaction."""
+    """Create the KB's stats row if needed and lock it for this transaction. Every change to the index comes
+    through here, so the tenant's searches read it (not an older replica) once it commits."""
+    replicas.note_write(tenant_id=tenant.pk)
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO search_indexstats (tenant_id, kb_id, chunk_count, total_length, analyzer, version, "
-            "average_idf, average_idf_version) VALUES (%s, %s, 0, 0, %s, 0, NULL, -1) ON CONFLICT (kb_id) DO NOTHING",
+            "average_idf, average_idf_version, fresh_documents) VALUES (%s, %s, 0, 0, %s, 0, NULL, -1, 0) "
+            "ON CONFLICT (kb_id) DO NOTHING",
             [tenant.pk, kb.pk, analyzer_for_kb(kb).signature],
         )
         cursor.execute("SELECT id FROM search_indexstats WHERE kb_id = %s FOR UPDATE", [kb.pk])
 
 
-def _remove(tenant, document_id: int) -> None:
-    """Subtract a document's contribution (postings, document frequencies, totals). Caller holds the lock."""
-    record = IndexedDocument.objects.filter(document_id=document_id).first()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH removed AS (
-                SELECT kb_id, term, SUM(cardinality(chunk_ids)) AS n FROM search_postingblock
-                WHERE document_id = %s GROUP BY kb_id, term
-            )
-            UPDATE search_termstat t SET df = t.df - removed.n FROM removed
-            WHERE t.kb_id = removed.kb_id AND t.term = removed.term
-            RETURNING t.id, t.df
-            """,
-            [document_id],
-        )
-        # A separate statement: rows updated by a CTE are invisible to a DELETE in the same statement.
-        gone = [row_id for row_id, df in cursor.fetchall() if df <= 0]
-        if gone:
-            cursor.execute("DELETE FROM search_termstat WHERE id = ANY(%s)", [gone])
-        cursor.execute("DELETE FROM search_postingblock WHERE document_id = %s", [document_id])
-    if record is not None:
-        IndexStats.objects.filter(kb_id=record.kb_id).update(
-            chunk_count=F("chunk_count") - record.chunk_count,
-            total_length=F("total_length") - record.total_length,
-            version=F("version") + 1,
-        )
-        record.delete()
+@dataclass
+class _Analysed:
+    """Postings of a set of documents, held in flat typed arrays (millions of postings in a bulk load)."""
+
+    term_ids: dict[str, int] = field(default_factory=dict)
+    term_col: array = field(default_factory=lambda: array("q"))
+    chunk_col: array = field(default_factory=lambda: array("q"))
+    tf_col: array = field(default_factory=lambda: array("q"))
+    length_col: array = field(default_factory=lambda: array("q"))
+    documents: dict[int, dict] = field(default_factory=dict)  # id -> chunks, length, terms, chunk ids
+
+    def by_term(self) -> dict[str, Postings]:
+        terms = np.frombuffer(self.term_col, np.int64)
+        chunks = np.frombuffer(self.chunk_col, np.int64)
+        order = np.lexsort((chunks, terms))
+        terms, chunks = terms[order], chunks[order]
+        tfs = np.frombuffer(self.tf_col, np.int64)[order]
+        lengths = np.frombuffer(self.length_col, np.int64)[order]
+        names = list(self.term_ids)
+        starts = np.flatnonzero(np.r_[True, terms[1:] != terms[:-1]]) if len(terms) else np.empty(0, np.int64)
+        ends = np.r_[starts[1:], len(terms)]
+        return {names[terms[s]]: Postings(chunks[s:e], tfs[s:e], lengths[s:e]) for s, e in zip(starts, ends,
+                                                                                                strict=True)}
 
 
-def _write_postings(tenant, kb: KnowledgeBase, documents: list[tuple[int, str, int]]) -> None:
-    """Index `documents` [(id, title, version)] of `kb` from their stored chunks. Caller holds the KB lock and
-    has removed their old postings."""
+def _analyse(kb: KnowledgeBase, documents: list[tuple[int, str, int]]) -> _Analysed:
+    """Analyse the stored chunks of `documents` [(id, title, version)]."""
     analyzer = analyzer_for_kb(kb)
     titles = {doc_id: title for doc_id, title, _v in documents}
-    per_doc: dict[int, dict[str, list[tuple[int, int, int]]]] = defaultdict(lambda: defaultdict(list))
-    doc_totals: dict[int, list[int]] = {doc_id: [0, 0] for doc_id in titles}
+    out = _Analysed()
+    for doc_id in titles:
+        out.documents[doc_id] = {"chunks": 0, "length": 0, "terms": set(), "chunk_ids": []}
     rows = (Chunk.objects.filter(document_id__in=list(titles)).order_by("document_id", "ordinal")
             .values_list("id", "document_id", "text", "heading_path"))
     for chunk_id, doc_id, text, heading_path in rows.iterator(chunk_size=1000):
         tokens = analyzer.tokens(index_text(title=titles[doc_id], heading_path=heading_path, text=text))
-        length = len(tokens)
-        doc_totals[doc_id][0] += 1
-        doc_totals[doc_id][1] += length
-        postings = per_doc[doc_id]
+        doc = out.documents[doc_id]
+        doc["chunks"] += 1
+        doc["length"] += len(tokens)
+        doc["chunk_ids"].append(chunk_id)
         for term, tf in Counter(tokens).items():
-            postings[term].append((chunk_id, tf, length))
-    dfs: Counter = Counter()
-    max_tf: dict[str, int] = {}
-    min_length: dict[str, int] = {}
-    with connection.cursor() as cursor:
-        # COPY is refused under row-level security: send flat arrays and let PostgreSQL build the blocks.
-        # Rows go in term order, so a bulk load or rebuild stores each term's blocks side by side on disk and a
-        # common term's postings are read from a few pages instead of one page per document.
-        flat: tuple[list, ...] = ([], [], [], [], [])
-        for doc_id, postings in per_doc.items():
-            for term, entries in postings.items():
-                dfs[term] += len(entries)
-                for chunk_id, tf, length in entries:
-                    for column, value in zip(flat, (doc_id, term, chunk_id, tf, length), strict=True):
-                        column.append(value)
-                    if tf > max_tf.get(term, 0):
-                        max_tf[term] = tf
-                    if length < min_length.get(term, length + 1):
-                        min_length[term] = length
-        start = 0
-        while start < len(flat[0]):
-            end = start + _FLAT_BATCH
-            while end < len(flat[0]) and (flat[0][end], flat[1][end]) == (flat[0][end - 1], flat[1][end - 1]):
-                end += 1  # never split one (document, term) block across statements
-            cursor.execute(
-                """
-                INSERT INTO search_postingblock (tenant_id, kb_id, document_id, term, chunk_ids, tfs, lengths)
-                SELECT %s, %s, p.document_id, p.term, array_agg(p.chunk_id ORDER BY p.chunk_id),
-                       array_agg(p.tf ORDER BY p.chunk_id), array_agg(p.len ORDER BY p.chunk_id)
-                FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::int[], %s::int[])
-                    AS p(document_id, term, chunk_id, tf, len)
-                GROUP BY p.document_id, p.term
-                ORDER BY p.term, p.document_id
-                """,
-                [tenant.pk, kb.pk, *(column[start:end] for column in flat)],
-            )
-            start = end
-        if dfs:
-            terms = sorted(dfs)
+            term_id = out.term_ids.setdefault(term, len(out.term_ids))
+            doc["terms"].add(term_id)
+            out.term_col.append(term_id)
+            out.chunk_col.append(chunk_id)
+            out.tf_col.append(tf)
+            out.length_col.append(len(tokens))
+    return out
+
+
+def _write_postings(tenant, kb: KnowledgeBase, documents: list[tuple[int, str, int]], *, fresh: bool) -> None:
+    """Index `documents` [(id, title, version)] of `kb` from their stored chunks. Caller holds the KB lock and
+    has removed their old postings. `fresh`: leave the new postings in fresh blocks for a background merge
+    (one document at a time); otherwise merge them into the KB's blocks now (bulk)."""
+    analysed = _analyse(kb, documents)
+    added = analysed.by_term()
+    with binary_cursor() as cursor:
+        if fresh:
+            merging.insert_blocks(cursor, tenant_id=tenant.pk, kb_id=kb.pk, postings=added, fresh=True)
+        else:
+            merging.merge_terms(cursor, tenant_id=tenant.pk, kb_id=kb.pk, terms=sorted(added), added=added)
+        if added:
+            terms = sorted(added)
             # Sorted terms: a fixed lock order on term rows.
             cursor.execute(
                 """
@@ -146,24 +138,78 @@ def _write_postings(tenant, kb: KnowledgeBase, documents: list[tuple[int, str, i
                     max_tf = GREATEST(search_termstat.max_tf, EXCLUDED.max_tf),
                     min_length = LEAST(search_termstat.min_length, EXCLUDED.min_length)
                 """,
-                [tenant.pk, kb.pk, terms, [dfs[t] for t in terms], [max_tf[t] for t in terms],
-                 [min_length[t] for t in terms]],
+                [tenant.pk, kb.pk, terms, [len(added[t]) for t in terms], [int(added[t].tfs.max()) for t in terms],
+                 [int(added[t].lengths.min()) for t in terms]],
             )
+    names = list(analysed.term_ids)
     IndexedDocument.objects.bulk_create([
-        IndexedDocument(tenant_id=tenant.pk, document_id=doc_id, kb_id=kb.pk, chunk_count=doc_totals[doc_id][0],
-                        total_length=doc_totals[doc_id][1], document_version=version or 0)
+        IndexedDocument(tenant_id=tenant.pk, document_id=doc_id, kb_id=kb.pk,
+                        chunk_count=analysed.documents[doc_id]["chunks"],
+                        total_length=analysed.documents[doc_id]["length"], document_version=version or 0,
+                        terms=sorted(names[t] for t in analysed.documents[doc_id]["terms"]),
+                        chunk_ids=analysed.documents[doc_id]["chunk_ids"])
         for doc_id, _title, version in documents
     ], batch_size=_INSERT_BATCH)
     IndexStats.objects.filter(kb_id=kb.pk).update(
-        chunk_count=F("chunk_count") + sum(t[0] for t in doc_totals.values()),
-        total_length=F("total_length") + sum(t[1] for t in doc_totals.values()),
+        chunk_count=F("chunk_count") + sum(d["chunks"] for d in analysed.documents.values()),
+        total_length=F("total_length") + sum(d["length"] for d in analysed.documents.values()),
         version=F("version") + 1,
-        analyzer=analyzer.signature,
+        analyzer=analyzer_for_kb(kb).signature,
+        indexed_at=timezone.now(),
+        **({"fresh_documents": F("fresh_documents") + len(documents)} if fresh else {}),
     )
 
 
+def _remove(tenant, document_id: int) -> None:
+    """Subtract a document's contribution (postings, document frequencies, totals). Caller holds the lock.
+    Only the blocks of the document's terms whose chunk range covers its chunks are read and rewritten."""
+    record = IndexedDocument.objects.filter(document_id=document_id).first()
+    if record is None:
+        return
+    removed: Counter = Counter()
+    if record.terms and record.chunk_ids:
+        chunk_ids = np.array(record.chunk_ids, dtype=np.int64)
+        with binary_cursor() as cursor:
+            cursor.execute(
+                "SELECT id, term, first_chunk, size, data FROM search_postingblock WHERE kb_id = %s "
+                "AND term = ANY(%s::text[]) AND first_chunk <= %s AND last_chunk >= %s",
+                [record.kb_id, record.terms, int(chunk_ids.max()), int(chunk_ids.min())], binary=True,
+            )
+            changed, emptied = [], []
+            for block_id, term, first, size, data in cursor.fetchall():
+                postings = unpack(first, size, data)
+                kept = postings.without(chunk_ids)
+                if len(kept) == len(postings):
+                    continue
+                removed[term] += len(postings) - len(kept)
+                if len(kept):
+                    changed.append((block_id, kept))
+                else:
+                    emptied.append(block_id)
+            merging.replace_blocks(cursor, changed=changed, deleted=emptied)
+            if removed:
+                terms = sorted(removed)
+                cursor.execute(
+                    """
+                    UPDATE search_termstat t SET df = t.df - r.n
+                    FROM unnest(%s::text[], %s::int[]) AS r(term, n)
+                    WHERE t.kb_id = %s AND t.term = r.term
+                    """,
+                    [terms, [removed[t] for t in terms], record.kb_id],
+                )
+                cursor.execute("DELETE FROM search_termstat WHERE kb_id = %s AND term = ANY(%s::text[]) AND df <= 0",
+                               [record.kb_id, terms])
+    IndexStats.objects.filter(kb_id=record.kb_id).update(
+        chunk_count=F("chunk_count") - record.chunk_count,
+        total_length=F("total_length") - record.total_length,
+        version=F("version") + 1,
+    )
+    record.delete()
+
+
 def postings_index_document(*, tenant, document) -> None:
-    """(Re)build the BM25 postings of `document` from its stored chunks."""
+    """(Re)build the BM25 postings of `document` from its stored chunks, as fresh blocks; asks for a merge of
+    the KB's fresh blocks (after commit) every settings.SEARCH_MERGE_AFTER_DOCUMENTS documents."""
     with tenant_scope(tenant), transaction.atomic():
         kb = KnowledgeBase.objects.get(pk=document.kb_id)
         _lock_stats(tenant, kb)
@@ -171,11 +217,15 @@ def postings_index_document(*, tenant, document) -> None:
         row = Document.objects.filter(pk=document.pk).values_list("title", "version").first()
         if row is None:  # the document is gone: nothing to index
             return
-        _write_postings(tenant, kb, [(document.pk, row[0], row[1])])
+        _write_postings(tenant, kb, [(document.pk, row[0], row[1])], fresh=True)
+        fresh = IndexStats.objects.filter(kb_id=kb.pk).values_list("fresh_documents", flat=True).first()
+        if merging.merge_is_due(fresh or 0):
+            merging.request_merge(tenant_id=tenant.pk, kb_id=kb.pk)
 
 
 def postings_index_documents(*, tenant, kb: KnowledgeBase, document_ids: list[int], batch: int = 500) -> None:
-    """Index many documents of one KB (bulk loads, rebuilds): one transaction per `batch` documents."""
+    """Index many documents of one KB (bulk loads, rebuilds), merged as they go: one transaction per `batch`
+    documents."""
     with tenant_scope(tenant):
         for start in range(0, len(document_ids), batch):
             ids = document_ids[start:start + batch]
@@ -184,16 +234,13 @@ def postings_index_documents(*, tenant, kb: KnowledgeBase, document_ids: list[in
                 for doc_id in IndexedDocument.objects.filter(document_id__in=ids).values_list("document_id", flat=True):
                     _remove(tenant, doc_id)
                 docs = list(Document.objects.filter(pk__in=ids, kb=kb).values_list("pk", "title", "version"))
-                _write_postings(tenant, kb, docs)
+                _write_postings(tenant, kb, docs, fresh=False)
 
 
 def postings_delete_document(*, tenant, document_id: int) -> None:
     """Remove a document's postings and its share of the KB's statistics (no-op when never indexed)."""
     with tenant_scope(tenant), transaction.atomic():
-        kb_id = (
-            IndexedDocument.objects.filter(document_id=document_id).values_list("kb_id", flat=True).first()
-            or PostingBlock.objects.filter(document_id=document_id).values_list("kb_id", flat=True).first()
-        )
+        kb_id = IndexedDocument.objects.filter(document_id=document_id).values_list("kb_id", flat=True).first()
         if kb_id is None:
             return
         kb = KnowledgeBase.objects.filter(pk=kb_id).first()
@@ -212,7 +259,8 @@ def index_rebuild_kb(*, tenant, kb: KnowledgeBase) -> int:
             PostingBlock.objects.filter(kb=kb).delete()
             IndexedDocument.objects.filter(kb=kb).delete()
             TermStat.objects.filter(kb=kb).delete()
-            IndexStats.objects.filter(kb=kb).update(chunk_count=0, total_length=0, version=F("version") + 1)
+            IndexStats.objects.filter(kb=kb).update(chunk_count=0, total_length=0, version=F("version") + 1,
+                                                    fresh_documents=0)
         document_ids = list(Document.objects.filter(kb=kb).order_by("pk").values_list("pk", flat=True))
         postings_index_documents(tenant=tenant, kb=kb, document_ids=document_ids)
     return len(document_ids)

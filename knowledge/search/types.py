@@ -21,6 +21,8 @@ class SearchHit:
     bm25_rank: int | None = None
     dense_rank: int | None = None
     rerank_score: float | None = None  # cross-encoder score when a reranker is configured
+    bm25_part: float = 0.0  # what each side added to the fused score (hybrid; the question's own fusion)
+    dense_part: float = 0.0
     context_text: str = ""  # text with neighbouring chunks (when neighbours are on); else empty
     compressed_text: str | None = None  # relevant sentences only (when contextual compression is on)
     document_filename: str = ""
@@ -39,3 +41,7 @@ class SearchResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     mode: str = "hybrid"  # hybrid | bm25 | dense
     settings: dict = field(default_factory=dict)  # the retrieval settings this search used
+    query_language: str = ""  # "ko", "en", or "" (no letters)
+    # How the question's hybrid fusion weighed the sides: {"kb_language", "lexical_coverage", "lexical_trust",
+    # "bm25", "dense"} (fusion.side_weights); None in bm25 or dense mode.
+    weights: dict | None = None

@@ -10,13 +10,19 @@ from django.views.decorators.http import require_POST
 from accounts.decorators import tenant_admin_required
 from accounts.selectors import tenant_object_or_404
 from accounts.tenancy import tenant_scope
+from billing.errors import QuotaExceeded
 from knowledge.models import Document, KnowledgeBase
-from knowledge.search import evaluation
 from knowledge.search.charts import runs_chart
 from knowledge.search.config import SettingsError, clean_settings, settings_for
+from knowledge.search.coverage import probably_not_covered
+from knowledge.search.evaluation import selectors as eval_selectors
+from knowledge.search.evaluation import services as eval_services
+from knowledge.search.evaluation.files import UploadError
+from knowledge.search.evaluation.runs import eval_run_is_stale
 from knowledge.search.forms import EvalQuestionForm, EvalUploadForm, RetrievalSettingsForm, TestSearchForm
 from knowledge.search.models import EvalQuestion, EvalRun
-from knowledge.search.selectors import SearchError, search
+from knowledge.search.selectors import SearchError, search, search_payer
+from knowledge.services import kb_update
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 
@@ -33,11 +39,12 @@ def retrieval_test(request, kb_id: int):
     if request.GET and form.is_valid():
         try:
             result = search(tenant=request.tenant, kb_ids=[kb.pk], query=form.cleaned_data["query"],
-                            k=form.cleaned_data["k"], options={"mode": form.cleaned_data["mode"],
-                                                               "usage": {"user_id": request.user.pk}})
-        except SearchError as exc:
+                            k=form.cleaned_data["k"], options={"mode": form.cleaned_data["mode"]},
+                            usage=search_payer(user_id=request.user.pk))
+        except (SearchError, QuotaExceeded) as exc:
             error = exc.message
-    context = {"kb": kb, "form": form, "result": result, "error": error, "tab": "test"}
+    uncovered = result is not None and probably_not_covered(result, embedding_models=[kb.embedding_model])
+    context = {"kb": kb, "form": form, "result": result, "error": error, "uncovered": uncovered, "tab": "test"}
     template = "knowledge/search/_test_results.html" if request.htmx else "knowledge/search/test.html"
     return render(request, template, context)
 
@@ -52,11 +59,10 @@ def retrieval_settings(request, kb_id: int):
         try:
             cleaned = clean_settings(values)
         except SettingsError as exc:
-            for field, message in exc.errors.items():
+            for field, message in exc.fields.items():
                 form.add_error(field if field in form.fields else None, message)
         else:
-            with tenant_scope(request.tenant):
-                KnowledgeBase.objects.filter(pk=kb.pk).update(retrieval={**(kb.retrieval or {}), **cleaned})
+            kb_update(tenant=request.tenant, kb=kb, retrieval={**(kb.retrieval or {}), **cleaned})
             messages.success(request, _("Retrieval settings saved."))
             return redirect("search:settings", kb_id=kb.pk)
     return render(request, "knowledge/search/settings.html", {"kb": kb, "form": form, "tab": "settings"})
@@ -68,20 +74,20 @@ def _documents(request, kb):
 
 
 def _runs_context(request, kb) -> dict:
-    runs = list(evaluation.eval_run_list(tenant=request.tenant, kb=kb)[:30])
+    runs = list(eval_selectors.eval_run_list(tenant=request.tenant, kb=kb)[:30])
     done = [run for run in reversed(runs) if run.status == EvalRun.Status.DONE]  # oldest first, finished only
     for run in runs:
-        run.stale = evaluation.eval_run_is_stale(run)
+        run.stale = eval_run_is_stale(run)
     return {"kb": kb, "runs": runs, "polling": any(run.is_active and not run.stale for run in runs),
             "chart": runs_chart(done, title=_("Evaluation runs of %(kb)s") % {"kb": kb.name}),
-            "has_questions": evaluation.eval_question_list(tenant=request.tenant, kb=kb).exists()}
+            "has_questions": eval_selectors.eval_question_list(tenant=request.tenant, kb=kb).exists()}
 
 
 @tenant_admin_required
 def evaluation_home(request, kb_id: int):
     kb = _kb(request, kb_id)
     with tenant_scope(request.tenant):
-        questions = list(evaluation.eval_question_list(tenant=request.tenant, kb=kb))
+        questions = list(eval_selectors.eval_question_list(tenant=request.tenant, kb=kb))
         context = _runs_context(request, kb)
     return render(request, "knowledge/search/evaluation.html", {
         **context, "questions": questions, "tab": "evaluation",
@@ -106,10 +112,10 @@ def evaluation_question_add(request, kb_id: int):
     form = EvalQuestionForm(request.POST, documents=_documents(request, kb))
     if form.is_valid():
         try:
-            evaluation.eval_question_create(tenant=request.tenant, kb=kb, text=form.cleaned_data["text"],
+            eval_services.eval_question_create(tenant=request.tenant, kb=kb, text=form.cleaned_data["text"],
                                             document_ids=[int(i) for i in form.cleaned_data["documents"]])
             messages.success(request, _("Question added."))
-        except evaluation.UploadError as exc:
+        except UploadError as exc:
             messages.error(request, str(exc))
     else:
         messages.error(request, _("Enter a question and choose at least one expected document."))
@@ -129,9 +135,9 @@ def evaluation_upload(request, kb_id: int):
         messages.error(request, _("The file is larger than 5 MB."))
         return redirect("search:evaluation", kb_id=kb.pk)
     try:
-        outcome = evaluation.eval_questions_import(tenant=request.tenant, kb=kb, data=upload.read(),
+        outcome = eval_services.eval_questions_import(tenant=request.tenant, kb=kb, data=upload.read(),
                                                    filename=upload.name)
-    except evaluation.UploadError as exc:
+    except UploadError as exc:
         messages.error(request, str(exc))
     else:
         text = _("%(n)s questions imported.") % {"n": outcome["created"]}
@@ -147,7 +153,7 @@ def evaluation_upload(request, kb_id: int):
 def evaluation_question_delete(request, eval_question_id: int):
     question = tenant_object_or_404(EvalQuestion, tenant=request.tenant, pk=eval_question_id)
     kb_id = question.kb_id
-    evaluation.eval_question_delete(tenant=request.tenant, question=question)
+    eval_services.eval_question_delete(tenant=request.tenant, question=question)
     messages.success(request, _("Question deleted."))
     return redirect("search:evaluation", kb_id=kb_id)
 
@@ -158,8 +164,8 @@ def evaluation_run(request, kb_id: int):
     """Start a run and return at once: a worker scores the questions, the page shows its progress."""
     kb = _kb(request, kb_id)
     try:
-        run = evaluation.eval_run_start(tenant=request.tenant, kb=kb, user=request.user)
-    except evaluation.EvalRunError as exc:
+        run = eval_services.eval_run_start(tenant=request.tenant, kb=kb, user=request.user)
+    except eval_services.EvalRunError as exc:
         messages.error(request, exc.message)
     else:
         messages.success(request, _("Evaluation #%(id)s started with %(n)s questions; the results appear below "
@@ -170,8 +176,8 @@ def evaluation_run(request, kb_id: int):
 @tenant_admin_required
 def evaluation_run_detail(request, eval_run_id: int):
     """A run's page; while the run is queued or running, htmx polls it for the body (progress, then results)."""
-    run = evaluation.eval_run_get(tenant=request.tenant, run_id=eval_run_id)
-    run.stale = evaluation.eval_run_is_stale(run)
+    run = eval_selectors.eval_run_get(tenant=request.tenant, run_id=eval_run_id)
+    run.stale = eval_run_is_stale(run)
     with tenant_scope(request.tenant):
         kb = run.kb
         ids = {d for row in run.per_question for d in row.get("found", []) + row.get("expected", [])}

@@ -136,11 +136,14 @@ async def stream_generate(server: ServerSpec, model: str, prompt: str, *, params
             yield Done(_usage(data), data.get("done_reason") or "stop")
 
 
-async def embed(server: ServerSpec, model: str, texts: list[str], *, connect_timeout: float = 3.0,
-                timeout: float = 120.0) -> tuple[list[list[float]], Usage | None]:
+async def embed(server: ServerSpec, model: str, texts: list[str], *, dimensions: int | None = None,
+                connect_timeout: float = 3.0, timeout: float = 120.0) -> tuple[list[list[float]], Usage | None]:
+    body = {"model": model, "input": texts, "truncate": True}
+    if dimensions:
+        body["dimensions"] = dimensions
     try:
         response = await http_client(server).post(
-            server.base_url + "/api/embed", json={"model": model, "input": texts, "truncate": True},
+            server.base_url + "/api/embed", json=body,
             timeout=request_timeout(connect_timeout, read_s=timeout),
         )
     except httpx.HTTPError as exc:

@@ -166,12 +166,13 @@ async def stream_chat(server: ServerSpec, model: str, request: ChatRequest, *, d
         raise _as_provider_error(exc, server=server) from exc
 
 
-async def embed(server: ServerSpec, model: str, texts: list[str], *, connect_timeout: float = 3.0,
-                timeout: float = 120.0) -> tuple[list[list[float]], Usage | None]:
+async def embed(server: ServerSpec, model: str, texts: list[str], *, dimensions: int | None = None,
+                connect_timeout: float = 3.0, timeout: float = 120.0) -> tuple[list[list[float]], Usage | None]:
     client = _client(server, connect_timeout)
+    texts = [text if text.strip() else " " for text in texts]  # OpenAI rejects empty inputs
     try:
-        response = await client.embeddings.create(model=model, input=texts, timeout=request_timeout(
-            connect_timeout, read_s=timeout))
+        response = await client.embeddings.create(model=model, input=texts, dimensions=dimensions or openai.omit,
+                                                  timeout=request_timeout(connect_timeout, read_s=timeout))
     except (openai.APIError, httpx.HTTPError) as exc:
         raise _as_provider_error(exc, server=server) from exc
     vectors = [item.embedding for item in sorted(response.data, key=lambda d: d.index)]

@@ -6,13 +6,13 @@ from decimal import Decimal
 import pytest
 from django.template import Context, Template
 
-from billing.api import quota_exceeded_response
 from billing.errors import QuotaExceeded
 from billing.models import Plan
 from billing.selectors import usage_for_message, usage_for_messages, usage_headers
 from billing.services import quota_reserve, subscription_set
 from billing.types import Stage
 from tests.factories.billing import PlanFactory, record_usage, usage_context
+from tests.support.api_views import raised_through_api
 
 pytestmark = pytest.mark.django_db
 
@@ -88,27 +88,17 @@ def test_quota_exceeded_becomes_a_429_with_retry_after(tenant_a):
     with pytest.raises(QuotaExceeded) as refused:
         quota_reserve(tenant=tenant_a.tenant, context=usage_context(), provider="openai", model="gpt-4o",
                       max_input_tokens=100, max_output_tokens=100)
-    response = quota_exceeded_response(refused.value)
+    response = raised_through_api(refused.value)
     assert response.status_code == 429
     assert int(response["Retry-After"]) == refused.value.retry_after_s > 0
     error = response.data["error"]
     assert error["code"] == "quota_exceeded" and error["limit"] == "monthly_tokens"
     assert error["reset_at"] and error["limit_value"] == "10" and "10 tokens" in error["message"]
+    assert response["X-Usage-Reset"] == error["reset_at"]
 
 
-def test_quota_exceeded_through_the_api_exception_handler(tenant_a, rf):
-    from rest_framework.views import APIView
-
-    from billing.api import QuotaExceededError
-
-    class Chat(APIView):
-        authentication_classes, permission_classes = [], []
-
-        def post(self, request):
-            raise QuotaExceededError.from_exc(QuotaExceeded("Over the limit.", limit="requests_per_minute",
-                                                            retry_after_s=17))
-
-    response = Chat.as_view()(rf.post("/x"))
+def test_quota_exceeded_through_the_api_exception_handler(tenant_a):
+    response = raised_through_api(QuotaExceeded("Over the limit.", limit="requests_per_minute", retry_after_s=17))
     assert response.status_code == 429 and response["Retry-After"] == "17"
     assert response.data["error"]["code"] == "quota_exceeded"
 

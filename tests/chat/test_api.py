@@ -163,6 +163,39 @@ def test_openai_responses_carry_citations_sources_and_answered_by(api_a, ready, 
     assert all("step" not in json.dumps(c.get("choices", [])) for c in chunks)  # no progress in OpenAI chunks
 
 
+def test_body_usage_is_the_answer_call_and_the_header_counts_every_stage(api_a, ready, tenant_a):
+    """The body's `usage` (and OpenAI's) is the call that wrote the answer; X-Usage-Message-Tokens is every
+    model call billed for the answer. A follow-up is condensed first, so the header is strictly more."""
+    from billing.selectors import usage_for_message
+
+    first = chat(api_a, ready.pk, message="What is the refund window?").json()
+    follow_up = chat(api_a, ready.pk, message="And after that?", conversation_id=first["conversation_id"])
+    openai = api_a.post("/api/v1/openai/chat/completions", {"model": ready.name, "messages": [
+        {"role": "user", "content": "What is the refund window?"}, {"role": "assistant", "content": "30 days."},
+        {"role": "user", "content": "And after that?"}]}, format="json")
+    for response, usage, answer_id in (
+        (follow_up, follow_up.json()["answer"]["usage"], follow_up.json()["answer"]["id"]),
+        (openai, {"input_tokens": openai.json()["usage"]["prompt_tokens"],
+                  "output_tokens": openai.json()["usage"]["completion_tokens"]}, openai.json()["ragdesk"]["message_id"]),
+    ):
+        stages = {s.stage: s for s in usage_for_message(tenant=tenant_a.tenant, message_id=answer_id).stages}
+        assert set(stages) == {"condense", "answer"}
+        assert (usage["input_tokens"], usage["output_tokens"]) == (stages["answer"].input_tokens,
+                                                                   stages["answer"].output_tokens)
+        header = int(response["X-Usage-Message-Tokens"])
+        assert header == usage["input_tokens"] + usage["output_tokens"] + stages["condense"].total_tokens
+        assert header > usage["input_tokens"] + usage["output_tokens"] > 0
+
+
+def test_openai_call_is_one_transaction(api_a, ready, scope_a):
+    """A refused question leaves no conversation or imported history behind."""
+    response = api_a.post("/api/v1/openai/chat/completions", {"model": ready.name, "messages": [
+        {"role": "user", "content": "Hello?"}, {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": "x" * 9000}]}, format="json")
+    assert response.status_code == 400 and "message" in response.json()["error"]["fields"]
+    assert not Conversation.objects.exists() and not Message.objects.exists()
+
+
 def test_conversations_messages_rename_delete(api_a, api_b, ready):
     conversation_id = chat(api_a, ready.pk, message="What is the refund window?").json()["conversation_id"]
     listed = api_a.get("/api/v1/conversations").json()["results"]

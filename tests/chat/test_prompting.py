@@ -7,8 +7,9 @@ import pytest
 
 from chat import defaults, prompting
 from chat.pipeline import build_citations
-from chat.tokens import count_message_tokens, count_tokens, truncate_to_tokens
+from chat.tokens import truncate_to_tokens
 from knowledge.search.types import SearchHit
+from llm.tokens import count_message_tokens, count_tokens
 
 
 def hit(n: int, text: str = "Refunds are possible within 30 days of purchase.", **extra) -> SearchHit:

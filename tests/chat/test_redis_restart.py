@@ -2,8 +2,8 @@
 
 The stack is scripts/run-app's (`make run`): its web server and workers, read from the script, in processes of
 their own on the test database, against a redis-server this test starts and then kills and starts again on the
-same port, empty (it keeps no data, as the one scripts/services.py starts). The model is a fake Ollama streaming
-a known reply slowly.
+same port, empty (it keeps no data, as the one scripts/postgres_redis.py starts). The model is a fake Ollama
+streaming a known reply slowly.
 Expected: the stream resumes and ends with `done`, its text (after any `reset`) is the whole reply and what was
 saved; the document is ingested with every chunk exactly once; a question asked afterwards is answered.
 """

@@ -11,6 +11,7 @@ import pytest
 from accounts.tenancy import tenant_scope
 from chat import pipeline, services, streams
 from chat.models import AnswerMode, Message
+from chat.payloads import message_payload
 from tests.chat.test_sse import parse
 from tests.conftest import web_client
 
@@ -228,8 +229,6 @@ def test_extractive_answers_are_not_marked_estimated(client_a, scope_a, assistan
 
 
 def test_usage_is_estimated_only_when_counted_offline(scope_a, assistant_a):
-    from chat.serializers import message_payload
-
     quoted = saved_answer(scope_a, assistant_a, answered_by="extractive", usage_estimated=True, input_tokens=0,
                           output_tokens=0)
     assert message_payload(quoted)["usage"]["estimated"] is False  # nothing was counted, so nothing estimated

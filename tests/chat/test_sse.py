@@ -102,7 +102,7 @@ def test_someone_elses_answer_is_404(finished, tenant_a):
 def test_answer_whose_worker_died_fails_instead_of_hanging(client_a, scope_a, assistant_a, settings, monkeypatch):
     from chat.pipeline import AnswerRun
 
-    settings.CHAT_STALL_TIMEOUT_S = 0
+    settings.JOBS_STALE_AFTER_SECONDS = 0
     monkeypatch.setattr("chat.sse.IDLE_BLOCK_MS", 50)
     _q, answer = services.question_ask(tenant=scope_a.tenant, assistant=assistant_a, content="Anyone?",
                                        user=scope_a.owner)

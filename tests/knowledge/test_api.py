@@ -82,7 +82,7 @@ def test_bad_uploads_get_clear_400(api_a, kb, name, data, code):
     response = upload(api_a, kb.pk, name, data)
     assert response.status_code == 400
     error = response.json()["error"]
-    assert error["fields"]["file"]
+    assert error["code"] == code and error["fields"]["file"]
     assert error["message"].startswith("file: ")
     with tenant_scope(kb.tenant):
         assert not Document.objects.filter(kb=kb).exists()

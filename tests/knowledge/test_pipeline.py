@@ -1,5 +1,5 @@
 """The pipeline run inline (same code the Celery task runs): formats, failures, crash at every stage boundary,
-transient retries, supersession, the fair dispatcher and the watchdog."""
+transient retries, supersession, the fair dispatcher and the job sweep."""
 
 from datetime import timedelta
 
@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.tenancy import system_scope, tenant_scope
+from config import jobs
 from knowledge import pipeline, services
 from knowledge.embeddings import EmbeddingError, get_embedder
 from knowledge.models import Chunk, Document
@@ -204,12 +205,15 @@ def _crash_after_batches(monkeypatch, batches):
 STAGES = ["parse", "chunk", "replace-chunks", "first-batch", "mid-embedding", "index"]
 
 
-def no_send(*args):
-    return None
+@pytest.fixture
+def no_send(monkeypatch):
+    """The sweep dispatches without sending task messages (no worker runs documents behind the test's back)."""
+    monkeypatch.setattr(pipeline, "send_document", lambda *args: None)
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_crash_at_each_stage_boundary_then_retry_completes_exactly(tenant_a, kb, hooks, monkeypatch, settings, stage):
+def test_crash_at_each_stage_boundary_then_retry_completes_exactly(tenant_a, kb, hooks, monkeypatch, settings, stage,
+                                                                   no_send):
     settings.INGEST_EMBED_BATCH = 4
     document = make_document(tenant_a.tenant, kb, name="long.txt", data=long_text(10))
     from knowledge import chunking, parsers
@@ -238,10 +242,10 @@ def test_crash_at_each_stage_boundary_then_retry_completes_exactly(tenant_a, kb,
     if stage == "mid-embedding":
         assert stored_before == 8 and document.chunks_embedded == 8
 
-    # Not stale yet: the watchdog leaves a live run alone.
-    assert pipeline.watchdog(send=no_send)["requeued"] == 0
-    # Later the watchdog sees the stale heartbeat and requeues it; the next run finishes the document.
-    report = pipeline.watchdog(now=timezone.now() + timedelta(hours=1), send=no_send)
+    # Not stale yet: the job sweep leaves a live run alone.
+    assert jobs.sweep_kind(pipeline.INGEST_JOB)["requeued"] == 0
+    # Later the sweep sees the stale heartbeat and requeues it; the next run finishes the document.
+    report = jobs.sweep_kind(pipeline.INGEST_JOB, now=timezone.now() + timedelta(hours=1))
     assert report["requeued"] == 1
     with system_scope():
         assert Document.all_tenants.get(pk=document.pk).status == Document.Status.QUEUED
@@ -409,14 +413,12 @@ def test_kb_delete_removes_everything(tenant_a, kb, hooks, django_capture_on_com
 
 
 def test_retry_only_for_failed(tenant_a, kb):
-    from django.core.exceptions import ValidationError
-
     document = make_document(tenant_a.tenant, kb)
-    with pytest.raises(ValidationError):
+    with pytest.raises(services.NotRetryable):
         services.document_retry(tenant=tenant_a.tenant, document=document)
 
 
-# ---------------------------------------------------------------- fairness and the watchdog
+# ---------------------------------------------------------------- fairness and the job sweep
 
 
 def _queue(tenant, kb, count, prefix):
@@ -454,7 +456,7 @@ def test_tenant_with_work_in_flight_yields_to_an_idle_tenant(tenant_a, tenant_b,
     assert sent == [late[0].pk]
 
 
-def test_watchdog_recovers_lost_messages_and_fails_repeat_crashers(tenant_a, kb, settings):
+def test_sweep_recovers_lost_messages_and_fails_repeat_crashers(tenant_a, kb, settings, no_send):
     settings.INGEST_MAX_ATTEMPTS = 2
     lost, crasher, healthy = (make_document(tenant_a.tenant, kb, name=f"{n}.txt", data=n)
                               for n in ("lost", "crasher", "healthy"))
@@ -465,7 +467,7 @@ def test_watchdog_recovers_lost_messages_and_fails_repeat_crashers(tenant_a, kb,
                                                           attempts=2, claim_token="dead")
         Document.all_tenants.filter(pk=healthy.pk).update(status=Document.Status.PARSING,
                                                           heartbeat_at=timezone.now(), attempts=1, claim_token="live")
-    report = pipeline.watchdog(send=no_send)
+    report = jobs.sweep_kind(pipeline.INGEST_JOB)
     assert report["lost"] == 1 and report["failed"] == 1 and report["requeued"] == 0
     with system_scope():
         states = {d.pk: d for d in Document.all_tenants.filter(pk__in=[lost.pk, crasher.pk, healthy.pk])}

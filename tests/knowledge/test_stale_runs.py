@@ -1,4 +1,4 @@
-"""Heartbeats of a claimed run (knowledge.heartbeat) and the watchdog's stale limit: a live run is never taken
+"""Heartbeats of a claimed ingest run (config.jobs) and the job sweep's stale limit: a live run is never taken
 for dead however long one step takes, a dead one is found within a minute, and a swept run writes nothing."""
 
 import threading
@@ -9,9 +9,9 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from accounts.tenancy import system_scope, tenant_scope
+from config import jobs
 from knowledge import pipeline
 from knowledge.embeddings import get_embedder
-from knowledge.heartbeat import Heartbeat
 from knowledge.models import Chunk, Document
 from tests.factories.knowledge import make_document, make_kb
 
@@ -22,8 +22,10 @@ def long_text(paragraphs=10):
     return "\n\n".join(f"Section {i}. " + " ".join([SENTENCE] * 5) for i in range(paragraphs))
 
 
-def no_send(*args):
-    return None
+@pytest.fixture
+def no_send(monkeypatch):
+    """The sweep dispatches without sending task messages."""
+    monkeypatch.setattr(pipeline, "send_document", lambda *args: None)
 
 
 def _doc(pk):
@@ -32,14 +34,14 @@ def _doc(pk):
 
 
 def test_default_settings_find_a_dead_run_within_a_minute():
-    stale = django_settings.INGEST_STALE_AFTER_SECONDS
-    every = django_settings.CELERY_BEAT_SCHEDULE["knowledge-ingest-watchdog"]["schedule"]
+    stale = django_settings.JOBS_STALE_AFTER_SECONDS
+    every = django_settings.CELERY_BEAT_SCHEDULE["jobs-sweep"]["schedule"]
     assert stale + every <= 60
     # Several beats fit in the stale limit: one late beat does not make a live run look dead.
-    assert stale >= django_settings.INGEST_HEARTBEAT_SECONDS * 3
+    assert stale >= django_settings.JOBS_HEARTBEAT_SECONDS * 3
 
 
-class Watchdog(threading.Thread):
+class Sweeper(threading.Thread):
     """The beat task, run often in the background while the test runs a document in the foreground."""
 
     def __init__(self, every: float):
@@ -51,7 +53,7 @@ class Watchdog(threading.Thread):
     def run(self):
         try:
             while not self.halt.wait(self.every):
-                self.reports.append(pipeline.watchdog(send=no_send))
+                self.reports.append(jobs.sweep_kind(pipeline.INGEST_JOB))
         finally:
             connection.close()
 
@@ -79,29 +81,29 @@ def _slow_batches(monkeypatch, seconds, batches):
 
 @pytest.mark.django_db(transaction=True)
 def test_an_embedding_batch_longer_than_the_stale_limit_does_not_make_a_live_run_look_dead(
-        tenant_a, monkeypatch, settings):
-    settings.INGEST_HEARTBEAT_SECONDS = 0.2
-    settings.INGEST_STALE_AFTER_SECONDS = 1
+        tenant_a, monkeypatch, settings, no_send):
+    settings.JOBS_HEARTBEAT_SECONDS = 0.2
+    settings.JOBS_STALE_AFTER_SECONDS = 1
     settings.INGEST_EMBED_BATCH = 4
     kb = make_kb(tenant_a.tenant, name="Slow")
     document = make_document(tenant_a.tenant, kb, name="slow.txt", data=long_text())
     _slow_batches(monkeypatch, seconds=2.5, batches=2)  # each batch is 2.5x the stale limit
-    watchdog = Watchdog(every=0.25)
-    watchdog.start()
+    sweeper = Sweeper(every=0.25)
+    sweeper.start()
     try:
         outcome = pipeline.run_document(document_id=document.pk, force=True)
     finally:
-        swept = watchdog.stop()
-    assert swept == 0, watchdog.reports
-    assert len(watchdog.reports) >= 10
+        swept = sweeper.stop()
+    assert swept == 0, sweeper.reports
+    assert len(sweeper.reports) >= 10
     assert outcome == "ready"
     finished = _doc(document.pk)
     assert finished.status == Document.Status.READY and finished.attempts == 1
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_run_swept_by_the_watchdog_stops_beating_and_writes_nothing(tenant_a, monkeypatch, settings):
-    settings.INGEST_HEARTBEAT_SECONDS = 0.1
+def test_a_run_swept_by_the_job_sweep_stops_beating_and_writes_nothing(tenant_a, monkeypatch, settings, no_send):
+    settings.JOBS_HEARTBEAT_SECONDS = 0.1
     settings.INGEST_EMBED_BATCH = 4
     kb = make_kb(tenant_a.tenant, name="Swept")
     document = make_document(tenant_a.tenant, kb, name="swept.txt", data=long_text())
@@ -112,8 +114,9 @@ def test_a_run_swept_by_the_watchdog_stops_beating_and_writes_nothing(tenant_a, 
     def swept_during_second_batch(self, texts, **kwargs):
         seen["n"] = seen.get("n", 0) + 1
         if seen["n"] == 2:
-            # The watchdog decides this run is dead (as after a long network partition) and hands it on.
-            assert pipeline.watchdog(stale_after=0, send=no_send)["requeued"] == 1
+            # The sweep decides this run is dead (as after a long network partition) and hands it on.
+            settings.JOBS_STALE_AFTER_SECONDS = 0
+            assert jobs.sweep_kind(pipeline.INGEST_JOB)["requeued"] == 1
             seen["chunks_at_sweep"] = _chunks(tenant_a.tenant, document)
             time.sleep(0.5)  # several beat intervals: a beat now must not revive the claim
         return original(self, texts, **kwargs)
@@ -147,12 +150,10 @@ def test_heartbeat_refreshes_only_the_claim_it_belongs_to(tenant_a):
     with system_scope():
         Document.all_tenants.filter(pk=document.pk).update(heartbeat_at="2000-01-01T00:00:00Z")
     with tenant_scope(tenant_a.tenant):
-        beat = Heartbeat(tenant=tenant_a.tenant, document_id=document.pk, token=token, version=document.version,
-                         interval=0)
+        beat = jobs.Job(Document, document.pk, token, version=document.version)
         assert beat.beat() is True
         assert _doc(document.pk).heartbeat_at.year > 2000
-        stranger = Heartbeat(tenant=tenant_a.tenant, document_id=document.pk, token="someone-else",
-                             version=document.version, interval=0)
+        stranger = jobs.Job(Document, document.pk, "someone-else", version=document.version)
         with system_scope():
             Document.all_tenants.filter(pk=document.pk).update(heartbeat_at="2000-01-01T00:00:00Z")
         assert stranger.beat() is False
@@ -165,8 +166,8 @@ def test_the_beat_thread_keeps_time_while_the_run_is_busy(tenant_a, settings):
     document = make_document(tenant_a.tenant, kb, name="thread.txt")
     with tenant_scope(tenant_a.tenant):
         token = pipeline.claim(document_id=document.pk, version=None, force=True)
-        with Heartbeat(tenant=tenant_a.tenant, document_id=document.pk, token=token, version=document.version,
-                       interval=0.1) as beats:
+        with jobs.heartbeat(jobs.Job(Document, document.pk, token, version=document.version),
+                            interval=0.1) as beats:
             time.sleep(0.65)  # the "run" does one long thing and writes nothing itself
         assert 4 <= beats.beats <= 8 and not beats.lost
         first = _doc(document.pk).heartbeat_at

@@ -16,6 +16,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 
 from accounts.tenancy import system_scope, tenant_scope
+from config import jobs
 from knowledge import pipeline
 from knowledge.models import Chunk, Document
 from tests.factories.knowledge import make_kb
@@ -151,20 +152,20 @@ def test_worker_killed_mid_document_is_found_within_a_minute_and_finished_exactl
     assert 0 < stored < crashed.chunks_total
 
     start_worker(INGEST_EMBED_BATCH=8)
-    # The beat task, every second here (every INGEST_WATCHDOG_SECONDS in production): it leaves the run alone
+    # The beat task, every second here (every JOBS_SWEEP_SECONDS in production): it leaves the run alone
     # while its last heartbeats are recent, then hands the document to the new worker.
-    stale = django_settings.INGEST_STALE_AFTER_SECONDS
-    every = django_settings.CELERY_BEAT_SCHEDULE["knowledge-ingest-watchdog"]["schedule"]
+    stale = django_settings.JOBS_STALE_AFTER_SECONDS
+    every = django_settings.CELERY_BEAT_SCHEDULE["jobs-sweep"]["schedule"]
     requeued_after = None
     while time.monotonic() - killed_at < 60:
-        report = pipeline.watchdog()
+        report = jobs.sweep_kind(pipeline.INGEST_JOB)
         if report["requeued"]:
             requeued_after = time.monotonic() - killed_at
             assert report["requeued"] == 1 and report["dispatched"] >= 1
             break
         time.sleep(1)
     assert requeued_after is not None, "the dead run was not found within a minute"
-    assert stale - django_settings.INGEST_HEARTBEAT_SECONDS - 1 <= requeued_after <= stale + 5
+    assert stale - django_settings.JOBS_HEARTBEAT_SECONDS - 1 <= requeued_after <= stale + 5
     wait_for(lambda: _doc(document_id).status in ("ready", "failed"), timeout=120)
     finished = _doc(document_id)
     assert finished.status == "ready", finished.error

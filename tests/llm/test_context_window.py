@@ -186,7 +186,7 @@ def test_an_overflowing_ollama_prompt_is_a_context_overflow_before_any_token(fak
     fake_pool("p", [fake])
     parts, error = stream("p/fake", "word " * 200)
     assert parts == []
-    assert isinstance(error, ContextOverflow) and isinstance(error, InvalidParams) and error.status_code == 400
+    assert isinstance(error, ContextOverflow) and isinstance(error, InvalidParams) and error.status == 400
     assert error.context_window == 64 and error.prompt_tokens == 201
     assert "too long" in error.message
     assert fake.stats()["refused_context"] == 1 and fake.stats()["truncated"] == 0

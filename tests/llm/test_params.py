@@ -27,7 +27,7 @@ def test_out_of_range_parameters_are_rejected_with_the_field(field, value, messa
     with pytest.raises(InvalidParams) as caught:
         params.validate()
     assert message in caught.value.fields[field]
-    assert caught.value.status_code == 400
+    assert caught.value.status == 400
 
 
 def test_valid_parameters_pass_and_unset_ones_are_not_sent():

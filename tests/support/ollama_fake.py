@@ -590,9 +590,9 @@ class FakeOllamaProcess(ServerProcess):
 
 
 
-async def _serve_forever(port: int, config: FakeConfig) -> None:
+async def _serve_forever(port: int, config: FakeConfig, host: str = "127.0.0.1") -> None:
     app = FakeOllamaApp(config)
-    app.http.port = port
+    app.http.host, app.http.port = host, port
     await app.http.start()
     print(f"LISTENING {app.http.port}", flush=True)
     stop = asyncio.Event()
@@ -605,6 +605,7 @@ async def _serve_forever(port: int, config: FakeConfig) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Fake Ollama server (no model) for tests and benchmarks")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0: other containers too (scripts/stack-test)")
     parser.add_argument("--config", default="{}", help="FakeConfig fields as JSON")
     parser.add_argument("--token-rate", type=float)
     parser.add_argument("--slots", type=int)
@@ -617,9 +618,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_serve_forever(args.port, config))
+        asyncio.run(_serve_forever(args.port, config, args.host))
     else:
-        uvloop.run(_serve_forever(args.port, config))
+        uvloop.run(_serve_forever(args.port, config, args.host))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     DATABASE_ADMIN_URL=postgres://postgres@db/postgres python manage.py rls_install
 
 The app role cannot install it: the guard is what the app role must not be able to change
-(config/dbbackend/guard.py). scripts/services.py does this itself for its embedded PostgreSQL.
+(config/dbbackend/guard.py). scripts/postgres_redis.py does this itself for its embedded PostgreSQL.
 """
 
 from django.conf import settings

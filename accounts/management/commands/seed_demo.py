@@ -1,22 +1,20 @@
-import os
-
-from django.core.management.base import BaseCommand
+from django.conf import settings
 from django.db import transaction
 
 from accounts.models import Membership, Role, Tenant, User
 from accounts.services import tenant_create
 from accounts.signals import demo_tenant_ready
 from accounts.tenancy import tenant_scope
+from config.commands import SchemaCommand
 
 DEMO_SLUG = "demo"
 
 
-class Command(BaseCommand):
+class Command(SchemaCommand):
     help = "Create (or refresh) the demo tenant and its owner account, then print the login."
 
     def handle(self, *args, **options):
-        email = os.environ.get("DEMO_EMAIL", "demo@ragdesk.local")
-        password = os.environ.get("DEMO_PASSWORD", "ragdesk-demo")
+        email, password = settings.DEMO_EMAIL, settings.DEMO_PASSWORD
         with transaction.atomic():
             user = User.objects.filter(email=email).first()
             if user is None:

@@ -1,10 +1,11 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from accounts.models import Tenant
 from billing.maintenance import rollups_rebuild
+from config.commands import SchemaCommand
 
 
-class Command(BaseCommand):
+class Command(SchemaCommand):
     help = "Recompute the daily usage rollups and the quota counters' used amounts from the ledger."
 
     def add_arguments(self, parser):

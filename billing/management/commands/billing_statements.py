@@ -1,11 +1,12 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from accounts.models import Tenant
 from billing.invoicing import invoice_sink, statement_build
 from billing.periods import parse_period
+from config.commands import SchemaCommand
 
 
-class Command(BaseCommand):
+class Command(SchemaCommand):
     help = ("Build each tenant's monthly statement and, with --issue, hand it to the configured invoice sink "
             "(settings.BILLING_INVOICE_SINK; the default only logs: no payment provider is integrated).")
 

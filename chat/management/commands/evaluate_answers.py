@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
+
+from config.commands import SchemaCommand
 
 MODES = ["extractive", "generative", "generative_fallback"]
 
@@ -31,7 +33,7 @@ def _setting(item: str) -> tuple[str, object]:
     return key.strip(), value
 
 
-class Command(BaseCommand):
+class Command(SchemaCommand):
     help = "Evaluate answers on a BEIR-style folder with answers.jsonl (gold answers)."
 
     def add_arguments(self, parser):

@@ -16,10 +16,12 @@ from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.files import File
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
+from tqdm import tqdm
 
 from accounts.models import Tenant
 from accounts.tenancy import tenant_scope
+from config.commands import SchemaCommand
 from knowledge import selectors, services
 from knowledge.models import Document
 from knowledge.parsers import FORMATS
@@ -44,7 +46,7 @@ def collect(paths: list[str]) -> tuple[list[Path], list[Path]]:
     return files, skipped
 
 
-class Command(BaseCommand):
+class Command(SchemaCommand):
     help = "Import files or folders (recursively) into a knowledge base of a tenant."
 
     def add_arguments(self, parser):
@@ -113,8 +115,6 @@ class Command(BaseCommand):
         return created, duplicates, rejected
 
     def _bar(self, iterable=None, desc="", **kwargs):
-        from tqdm import tqdm
-
         return tqdm(iterable, desc=desc, file=sys.stderr, disable=None, dynamic_ncols=True, **kwargs)
 
     def _process_inline(self, tenant, created, options):

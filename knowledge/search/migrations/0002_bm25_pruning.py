@@ -4,6 +4,7 @@ from django.db import migrations, models
 
 
 def fill_term_bounds(apps, schema_editor):
+    # Imported when this migration runs, not each time Django loads the migration graph.
     from accounts.tenancy import system_scope
 
     with system_scope(), schema_editor.connection.cursor() as cursor:

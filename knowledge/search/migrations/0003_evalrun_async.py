@@ -8,6 +8,7 @@ from django.db.models import F
 
 
 def finished_runs_progress(apps, schema_editor):
+    # Imported when this migration runs, not each time Django loads the migration graph.
     from accounts.tenancy import system_scope
 
     EvalRun = apps.get_model("search", "EvalRun")

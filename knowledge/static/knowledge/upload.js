@@ -38,6 +38,27 @@
     ui.note.textContent = message;
   }
 
+  // An uploaded file's row then follows its document's state in the documents table (refreshed by htmx):
+  // status, progress or the reason it failed, and any reading warning.
+  function follow() {
+    for (const li of list.querySelectorAll("li[data-document-id]")) {
+      const row = document.getElementById("doc-" + li.dataset.documentId);
+      if (!row) continue;
+      const status = row.dataset.status;
+      const badge = row.querySelector(".badge");
+      const details = [...row.querySelectorAll(".progress-cell, .doc-warning")]
+        .map((el) => el.textContent.replace(/\s+/g, " ").trim()).filter(Boolean);
+      const note = li.querySelector(".upload-note");
+      note.textContent = [badge ? badge.textContent.trim() : status, ...details].join(" · ");
+      li.dataset.status = status;
+      li.classList.toggle("failed", status === "failed");
+      li.classList.toggle("done", status !== "failed");
+      const bar = li.querySelector("progress");
+      if (bar && (status === "ready" || status === "failed")) bar.remove();
+    }
+  }
+  document.body.addEventListener("htmx:afterSettle", follow);
+
   function refresh() {
     if (window.htmx) {
       window.htmx.ajax("GET", zone.dataset.refreshUrl, { target: "#documents", swap: "outerHTML" });
@@ -67,6 +88,7 @@
       try { body = JSON.parse(xhr.responseText); } catch (err) { body = {}; }
       const message = body.message || (body.error && body.error.message) || zone.dataset.msgFailed;
       finish(ui, xhr.status < 300, message);
+      if (xhr.status === 201 && body.document_id) ui.li.dataset.documentId = body.document_id;
       running -= 1;
       next();
     };

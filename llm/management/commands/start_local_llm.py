@@ -26,9 +26,9 @@ RUNTIME_TTL_S = 60
 
 
 def ollama_candidates() -> list[str]:
-    hosts = [h for h in conf.get("OLLAMA_HOSTS") if h.strip()]
-    if os.environ.get("OLLAMA_HOST"):
-        hosts.append(os.environ["OLLAMA_HOST"])
+    hosts = [h for h in settings.OLLAMA_HOSTS if h.strip()]
+    if settings.OLLAMA_HOST:
+        hosts.append(settings.OLLAMA_HOST)
     hosts.append("http://127.0.0.1:11434")
     return list(dict.fromkeys(normalize_url(h) for h in hosts))
 
@@ -46,7 +46,7 @@ def ollama_models(base_url: str) -> list[str] | None:
 
 
 def pick_ollama_model(models: list[str]) -> str:
-    wanted = conf.get("OLLAMA_MODEL")
+    wanted = settings.OLLAMA_MODEL
     if wanted:
         return wanted
     chat_models = [m for m in models if "embed" not in m and "bge" not in m and "minilm" not in m.lower()]
@@ -61,14 +61,14 @@ class Command(BaseCommand):
         parser.add_argument("--exit-after", type=float, default=None, help="Stop after this many seconds (tests).")
 
     def handle(self, *args, dry_run=False, exit_after=None, **options):
-        if conf.get("OPENAI_API_KEY"):
-            base = conf.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        if settings.OPENAI_API_KEY:
+            base = settings.OPENAI_BASE_URL or "https://api.openai.com/v1"
             self._announce(Runtime(source="openai", base_url=base, model=conf.OPENAI_DEFAULT_MODEL,
                                    detail="OPENAI_API_KEY is set"), dry_run,
                            f"LLM: OpenAI-compatible API at {base} (OPENAI_API_KEY is set)")
             return
-        if conf.get("LOCAL_LLM_URL"):
-            self.stdout.write(f"LLM: using the server at LOCAL_LLM_URL={conf.get('LOCAL_LLM_URL')}")
+        if settings.LOCAL_LLM_URL:
+            self.stdout.write(f"LLM: using the server at LOCAL_LLM_URL={settings.LOCAL_LLM_URL}")
             return
         for host in ollama_candidates():
             models = ollama_models(host)
@@ -113,7 +113,7 @@ class Command(BaseCommand):
             return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
         supervisor = LocalServerSupervisor(
-            launch=launch, port=int(conf.get("LOCAL_LLM_PORT")), runtime_ttl_s=RUNTIME_TTL_S, refresh_s=REFRESH_S,
+            launch=launch, port=settings.LOCAL_LLM_PORT, runtime_ttl_s=RUNTIME_TTL_S, refresh_s=REFRESH_S,
             detail=lambda announced: localserver.detail(threads=threads, n_ctx=announced or n_ctx),
             on_up=self._say_ready)
 

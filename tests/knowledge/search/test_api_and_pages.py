@@ -7,14 +7,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from accounts.tenancy import tenant_scope
 from knowledge.models import KnowledgeBase
-from knowledge.search.evaluation import (
-    EvalRunError,
-    UploadError,
-    eval_question_create,
-    eval_run_create,
-    eval_run_execute,
-    parse_questions,
-)
+from knowledge.search.evaluation.files import UploadError, parse_questions
+from knowledge.search.evaluation.runs import eval_run_execute
+from knowledge.search.evaluation.services import EvalRunError, eval_question_create, eval_run_create
 from knowledge.search.models import EvalQuestion, EvalRun
 from tests.conftest import web_client
 from tests.factories.search import make_indexed_document, make_search_kb
@@ -79,6 +74,28 @@ def test_multi_kb_search(api_a, tenant_a, kb_a):
                       format="json").status_code == 404
 
 
+def test_multi_kb_scores_compare_across_kbs(api_a, tenant_a):
+    """A word rare in a small KB must not outrank the answer in a KB where that word is common: each KB's own
+    statistics would give the sample's short "model" row the top score (idf 3.3 there, below 0 in the lecture)."""
+    lecture = make_search_kb(tenant_a.tenant, name="Lecture")
+    filler = [f"The model {topic} lesson covers the model in depth, step by step." for topic in range(30)]
+    answer = ("Model pricing: the input column is the price per million prompt tokens and the output column "
+              "the price per million generated tokens, billed monthly for every model of the course.")
+    make_indexed_document(tenant_a.tenant, lecture, [answer, *filler, *[f"Week {i} homework." for i in range(9)]],
+                          title="Lecture notes")
+    sample = make_search_kb(tenant_a.tenant, name="Sample")
+    make_indexed_document(tenant_a.tenant, sample, ["HTML model model.", *[f"Row {i} of the sample table." for i in range(39)]],
+                          title="Sample rows")
+    top = api_a.post("/api/v1/search", {"query": "model pricing", "kb_ids": [sample.pk, lecture.pk], "k": 3,
+                                        "options": {"mode": "bm25"}}, format="json").json()["hits"][0]
+    assert top["text"] == answer
+    alone = api_a.post(f"/api/v1/knowledge-bases/{sample.pk}/search",
+                       {"query": "model pricing", "k": 1, "options": {"mode": "bm25"}}, format="json").json()
+    assert alone["hits"][0]["bm25_score"] > api_a.post(
+        f"/api/v1/knowledge-bases/{lecture.pk}/search", {"query": "model pricing", "k": 1, "options": {"mode": "bm25"}},
+        format="json").json()["hits"][0]["bm25_score"]  # the naive merge of per-KB scores ranks the sample row first
+
+
 def test_search_api_needs_read_scope(tenant_a, kb_a):
     from accounts.services import api_key_create
     from tests.conftest import api_client
@@ -98,6 +115,25 @@ def test_retrieval_test_page(client_a, kb_a, tenant_a):
     assert partial.status_code == 200 and "<html" not in partial.content.decode()
     member = web_client(tenant_a.member, tenant_a.tenant)
     assert member.get(f"/knowledge/search/{kb_a.pk}/").status_code == 403
+
+
+def test_search_api_and_test_page_show_the_query_language_and_the_weights(api_a, client_a, kb_a):
+    body = api_a.post(f"/api/v1/knowledge-bases/{kb_a.pk}/search", {"query": "환불 기간", "k": 3},
+                      format="json").json()
+    assert body["query_language"] == "ko"
+    weights = body["weights"]
+    assert weights["kb_language"] == "en" and weights["lexical_coverage"] == 0.0  # no Korean word in the KB
+    assert weights["bm25"] == 0.0 and weights["dense"] >= 1.0 and weights["lexical_trust"] == 0.0
+    assert all(hit["bm25_part"] == 0.0 and hit["score"] == hit["dense_part"] for hit in body["hits"])
+    english = api_a.post(f"/api/v1/knowledge-bases/{kb_a.pk}/search", {"query": "refunds 30 days", "k": 1},
+                         format="json").json()
+    assert english["query_language"] == "en" and english["weights"]["lexical_trust"] == 1.0
+    assert api_a.post(f"/api/v1/knowledge-bases/{kb_a.pk}/search",
+                      {"query": "refunds", "options": {"mode": "bm25"}}, format="json").json()["weights"] is None
+
+    html = client_a.get(f"/knowledge/search/{kb_a.pk}/", {"query": "환불 기간", "mode": "hybrid", "k": 3}).content.decode()
+    assert "Question language" in html and "Korean" in html and "passages" in html and "English" in html
+    assert "BM25 0.00" in html and "the vector ranking leads" in html and kb_a.embedding_model in html
 
 
 def test_settings_page_saves_valid_settings_only(client_a, kb_a):

@@ -9,6 +9,7 @@ from knowledge.models import Chunk
 from knowledge.search.analysis import analyzer_for
 from knowledge.search.bm25 import KbParams, bm25_search
 from knowledge.search.models import IndexStats, PostingBlock, TermStat
+from knowledge.search.postings import unpack
 from knowledge.search.services import (
     index_rebuild_kb,
     index_text,
@@ -28,6 +29,12 @@ DOCS = [
 ]
 QUERIES = ["revenue report", "보고서 매출", "AX-200 reset", "report report costs", "hotel refund policy",
            "비용 report", "nothing-matches-this"]
+
+
+def _indexed_chunks(kb) -> set[int]:
+    """Every chunk id in the KB's posting blocks."""
+    return {int(cid) for block in PostingBlock.objects.filter(kb=kb)
+            for cid in unpack(block.first_chunk, block.size, bytes(block.data)).ids}
 
 
 def _oracle(tenant, kb, **params):
@@ -87,10 +94,12 @@ def test_negative_idf_uses_the_epsilon_floor(corpus_kb):
 
 def test_parity_holds_after_delete_and_reindex(corpus_kb):
     tenant, kb, docs = corpus_kb
+    with tenant_scope(tenant):
+        removed = set(Chunk.objects.filter(document=docs[0]).values_list("pk", flat=True))
     postings_delete_document(tenant=tenant, document_id=docs[0].pk)
     with tenant_scope(tenant):
         Chunk.objects.filter(document=docs[0]).delete()
-        assert not PostingBlock.objects.filter(document_id=docs[0].pk).exists()
+        assert removed and not removed & _indexed_chunks(kb)
     _assert_parity(tenant, kb)
     # Re-indexing an unchanged document is idempotent: statistics do not drift.
     postings_index_document(tenant=tenant, document=docs[1])
@@ -112,29 +121,32 @@ def test_rebuild_gives_the_same_index(corpus_kb):
     _assert_parity(tenant, kb)
 
 
-def test_each_kb_has_its_own_statistics(tenant_a):
+def test_a_multi_kb_search_scores_with_the_kbs_statistics_taken_together(tenant_a):
     tenant = tenant_a.tenant
     kb1, kb2 = make_search_kb(tenant), make_search_kb(tenant)
     make_indexed_document(tenant, kb1, ["apple banana", "apple cherry", "apple"], title="fruit")
     make_indexed_document(tenant, kb2, ["apple pie recipe", "bread recipe"], title="baking")
-    for kb in (kb1, kb2):
-        _oracle_scores, ids, _c, analyzer = _oracle(tenant, kb, k1=1.5, b=0.75, epsilon=0.25)
-        oracle = _oracle_scores
+    params = [KbParams(kb.pk, "auto", 1.5, 0.75, 0.25) for kb in (kb1, kb2)]
+    for kb, kb_params in zip((kb1, kb2), params, strict=True):  # alone, each KB has its own statistics
+        oracle, ids, _corpus, analyzer = _oracle(tenant, kb, k1=1.5, b=0.75, epsilon=0.25)
         with tenant_scope(tenant):
-            got = dict(bm25_search(tenant=tenant, kbs=[KbParams(kb.pk, "auto", 1.5, 0.75, 0.25)], query="apple",
-                                   limit=50))
+            got = dict(bm25_search(tenant=tenant, kbs=[kb_params], query="apple", limit=50))
         expected = dict(zip(ids, oracle.get_scores(analyzer.tokens("apple")), strict=True))
         for cid, score in got.items():
             assert score == pytest.approx(expected[cid], abs=1e-6)
-    # One call over both KBs scores each chunk against its own KB's statistics.
+    # Together, chunks are scored as if both KBs were one index (chunk count, average length, document frequency).
+    _first, ids1, corpus1, analyzer = _oracle(tenant, kb1)
+    _second, ids2, corpus2, _ = _oracle(tenant, kb2)
+    union = BM25Okapi(corpus1 + corpus2, k1=1.5, b=0.75, epsilon=0.25)
+    query = "banana recipe"  # positive idf over the union: no epsilon floor, so the scores must match exactly
+    expected = dict(zip(ids1 + ids2, union.get_scores(analyzer.tokens(query)), strict=True))
     with tenant_scope(tenant):
-        both = dict(bm25_search(tenant=tenant, kbs=[KbParams(kb1.pk, "auto", 1.5, 0.75, 0.25),
-                                                      KbParams(kb2.pk, "auto", 1.5, 0.75, 0.25)], query="apple",
-                                limit=50))
-        single1 = dict(bm25_search(tenant=tenant, kbs=[KbParams(kb1.pk, "auto", 1.5, 0.75, 0.25)], query="apple",
-                                   limit=50))
-    for cid, score in single1.items():
-        assert both[cid] == pytest.approx(score, abs=1e-9)
+        both = dict(bm25_search(tenant=tenant, kbs=params, query=query, limit=50))
+        single1 = dict(bm25_search(tenant=tenant, kbs=params[:1], query=query, limit=50))
+    assert set(both) == {ids1[0], *ids2}
+    for cid, score in both.items():
+        assert score == pytest.approx(expected[cid], abs=1e-6)
+    assert both[ids1[0]] != pytest.approx(single1[ids1[0]], abs=1e-3)  # not the KB's own statistics
 
 
 def test_real_eval_passages_parity(tenant_a):
@@ -250,8 +262,9 @@ def test_term_bounds_cover_every_posting(zipf_kb):
     with tenant_scope(tenant):
         real: dict[str, tuple[int, int]] = {}
         for block in PostingBlock.objects.filter(kb=kb):
+            postings = unpack(block.first_chunk, block.size, bytes(block.data))
             top, low = real.get(block.term, (0, 10**9))
-            real[block.term] = (max(top, *block.tfs), min(low, *block.lengths))
+            real[block.term] = (max(top, *postings.tfs), min(low, *postings.lengths))
         stats = {t.term: (t.max_tf, t.min_length) for t in TermStat.objects.filter(kb=kb)}
     assert stats == real
 
@@ -272,3 +285,17 @@ def test_all_common_words_fall_back_to_one_scan_with_the_same_result(zipf_kb, mo
             assert [s for _c, s in got] == pytest.approx([s for _c, s in full], abs=1e-9)
             fallbacks += trace.get("fallback") == "common-words"
     assert fallbacks >= 5
+
+
+def test_chunk_ids_spread_wide_aggregate_by_sorting_with_the_same_result(zipf_kb, monkeypatch):
+    from knowledge.search import bm25
+
+    tenant, kb, _docs = zipf_kb
+    params = [KbParams(kb.pk, kb.language, 1.2, 0.75, 0.25)]
+    with tenant_scope(tenant):
+        dense = {q: bm25_search(tenant=tenant, kbs=params, query=q, limit=25, prune=False) for q in _queries(14, 15)}
+        monkeypatch.setattr(bm25, "DENSE_SPAN", 0)  # never sum into an array indexed by chunk id
+        for query, expected in dense.items():
+            got = bm25_search(tenant=tenant, kbs=params, query=query, limit=25, prune=False)
+            assert [cid for cid, _s in got] == [cid for cid, _s in expected], query
+            assert [s for _c, s in got] == pytest.approx([s for _c, s in expected], abs=1e-9)

@@ -8,8 +8,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from accounts.services import api_key_create
 from accounts.tenancy import tenant_scope
-from knowledge.search import evaluation
-from knowledge.search.evaluation import eval_question_create, eval_run_execute
+from knowledge.search.evaluation import scoring
+from knowledge.search.evaluation.runs import eval_run_execute
+from knowledge.search.evaluation.services import eval_question_create, eval_run_create, eval_run_start
 from knowledge.search.models import EvalQuestion, EvalRun
 from tests.conftest import api_client
 from tests.factories.search import make_indexed_document, make_search_kb
@@ -180,8 +181,8 @@ def test_start_run_without_judged_questions_is_400(api_a, kb_a):
 
 def test_failed_run_through_the_api(api_a, tenant_a, kb_a, monkeypatch):
     _questions(tenant_a.tenant, kb_a)
-    run = evaluation.eval_run_start(tenant=tenant_a.tenant, kb=kb_a, enqueue=False)
-    monkeypatch.setattr(evaluation, "document_ranking", lambda **kw: (_ for _ in ()).throw(KeyError("chunk")))
+    run = eval_run_start(tenant=tenant_a.tenant, kb=kb_a, enqueue=False)
+    monkeypatch.setattr(scoring, "document_ranking", lambda **kw: (_ for _ in ()).throw(KeyError("chunk")))
     eval_run_execute(tenant=tenant_a.tenant, run_id=run.pk)
     body = api_a.get(f"/api/v1/eval-runs/{run.pk}").json()
     assert body["status"] == "failed" and body["error"] == "The evaluation failed: KeyError: 'chunk'"
@@ -189,7 +190,7 @@ def test_failed_run_through_the_api(api_a, tenant_a, kb_a, monkeypatch):
 
 def test_other_tenants_and_missing_ids_are_404(api_a, api_b, tenant_a, kb_a, kb_b, sent):
     _questions(tenant_a.tenant, kb_a)
-    run = evaluation.eval_run_create(tenant=tenant_a.tenant, kb=kb_a)
+    run = eval_run_create(tenant=tenant_a.tenant, kb=kb_a)
     with tenant_scope(tenant_a.tenant):
         question = EvalQuestion.objects.filter(kb=kb_a).first()
     base = f"/api/v1/knowledge-bases/{kb_a.pk}"

@@ -9,12 +9,13 @@ from django.utils import timezone
 
 from accounts.tenancy import tenant_scope
 from knowledge.models import KnowledgeBase
-from knowledge.search import evaluation
-from knowledge.search.evaluation import (
+from knowledge.search.evaluation import runs, scoring
+from knowledge.search.evaluation.runs import eval_run_execute
+from knowledge.search.evaluation.services import (
     EvalRunBusy,
     EvalRunError,
     eval_question_create,
-    eval_run_execute,
+    eval_run_create,
     eval_run_start,
 )
 from knowledge.search.models import EvalRun
@@ -55,13 +56,13 @@ def sent(monkeypatch):
 def searches(monkeypatch):
     """Record every search an evaluation makes (the real ranking still runs)."""
     calls = []
-    real = evaluation.document_ranking
+    real = scoring.document_ranking
 
     def spy(**kwargs):
         calls.append(kwargs)
         return real(**kwargs)
 
-    monkeypatch.setattr(evaluation, "document_ranking", spy)
+    monkeypatch.setattr(scoring, "document_ranking", spy)
     return calls
 
 
@@ -114,7 +115,7 @@ def test_a_run_claimed_by_another_worker_is_left_alone(tenant_a, kb_a, searches)
 
 
 def test_a_run_whose_worker_died_is_claimed_again(tenant_a, kb_a, settings):
-    settings.EVAL_STALE_AFTER_SECONDS = 60
+    settings.JOBS_STALE_AFTER_SECONDS = 60
     tenant = tenant_a.tenant
     run = eval_run_start(tenant=tenant, kb=kb_a, enqueue=False)
     with tenant_scope(tenant):
@@ -135,7 +136,7 @@ def test_failure_sets_failed_with_a_readable_error(tenant_a, kb_a, monkeypatch):
             raise ValueError("the index is corrupt")
         return []
 
-    monkeypatch.setattr(evaluation, "document_ranking", broken)
+    monkeypatch.setattr(scoring, "document_ranking", broken)
     run = eval_run_start(tenant=tenant, kb=kb_a, enqueue=False)
     assert eval_run_execute(tenant=tenant, run_id=run.pk) == "failed"
     run = _run(tenant, run.pk)
@@ -151,9 +152,9 @@ def test_transient_error_requeues_then_gives_up(tenant_a, kb_a, monkeypatch):
     def database_down(**kwargs):
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(evaluation, "document_ranking", database_down)
+    monkeypatch.setattr(scoring, "document_ranking", database_down)
     run = eval_run_start(tenant=tenant, kb=kb_a, enqueue=False)
-    for attempt in range(1, evaluation.EVAL_MAX_ATTEMPTS):
+    for attempt in range(1, runs.EVAL_MAX_ATTEMPTS):
         with pytest.raises(OperationalError):  # raised again so that the task retries with backoff
             eval_run_execute(tenant=tenant, run_id=run.pk)
         requeued = _run(tenant, run.pk)
@@ -165,17 +166,17 @@ def test_transient_error_requeues_then_gives_up(tenant_a, kb_a, monkeypatch):
 
 def test_progress_is_written_while_running(tenant_a, kb_a, monkeypatch):
     tenant = tenant_a.tenant
-    monkeypatch.setattr(evaluation, "PROGRESS_EVERY", 2)
-    monkeypatch.setattr(evaluation, "PROGRESS_SECONDS", 3600)
+    monkeypatch.setattr(runs, "PROGRESS_EVERY", 2)
+    monkeypatch.setattr(runs, "PROGRESS_SECONDS", 3600)
     seen = []
-    real = evaluation.document_ranking
+    real = scoring.document_ranking
 
     def spy(**kwargs):
         row = EvalRun.objects.values("status", "progress").get(pk=run.pk)
         seen.append((row["status"], row["progress"]))
         return real(**kwargs)
 
-    monkeypatch.setattr(evaluation, "document_ranking", spy)
+    monkeypatch.setattr(scoring, "document_ranking", spy)
     run = eval_run_start(tenant=tenant, kb=kb_a, enqueue=False)
     eval_run_execute(tenant=tenant, run_id=run.pk)
     assert seen == [("running", 0), ("running", 0), ("running", 2), ("running", 2), ("running", 4), ("running", 4)]
@@ -221,7 +222,7 @@ def test_all_questions_gone_before_the_worker_fails_the_run(tenant_a, kb_a):
 
 
 def test_one_active_run_per_kb_and_stale_runs_are_failed(tenant_a, kb_a, settings):
-    settings.EVAL_STALE_AFTER_SECONDS = 60
+    settings.JOBS_STALE_AFTER_SECONDS = 60
     tenant = tenant_a.tenant
     first = eval_run_start(tenant=tenant, kb=kb_a, enqueue=False)
     with pytest.raises(EvalRunBusy) as busy:
@@ -275,7 +276,7 @@ def test_task_runs_the_service_and_retries_transient_errors(tenant_a, kb_a, monk
     from knowledge.search.tasks import run_evaluation
 
     tenant = tenant_a.tenant
-    real = evaluation.document_ranking
+    real = scoring.document_ranking
     failures = []
 
     def flaky(**kwargs):
@@ -284,7 +285,7 @@ def test_task_runs_the_service_and_retries_transient_errors(tenant_a, kb_a, monk
             raise OperationalError("connection reset")
         return real(**kwargs)
 
-    monkeypatch.setattr(evaluation, "document_ranking", flaky)
+    monkeypatch.setattr(scoring, "document_ranking", flaky)
     run = eval_run_start(tenant=tenant, kb=kb_a, enqueue=False)
     result = run_evaluation.apply(kwargs={"run_id": run.pk, "tenant_id": tenant.pk})  # eager, retries inline
     assert result.get() == "done"
@@ -334,7 +335,7 @@ def test_run_detail_shows_progress_then_results(client_a, tenant_a, kb_a):
 
 
 def test_failed_run_page_shows_the_error_without_polling(client_a, tenant_a, kb_a, monkeypatch):
-    monkeypatch.setattr(evaluation, "document_ranking", lambda **kw: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(scoring, "document_ranking", lambda **kw: (_ for _ in ()).throw(RuntimeError("boom")))
     run = eval_run_start(tenant=tenant_a.tenant, kb=kb_a, enqueue=False)
     eval_run_execute(tenant=tenant_a.tenant, run_id=run.pk)
     page = client_a.get(f"/knowledge/search/runs/{run.pk}/").content.decode()
@@ -344,7 +345,7 @@ def test_failed_run_page_shows_the_error_without_polling(client_a, tenant_a, kb_
 def test_history_polls_while_active_and_charts_done_runs_only(client_a, tenant_a, kb_a):
     tenant = tenant_a.tenant
     for _ in range(2):
-        evaluation.eval_run_create(tenant=tenant, kb=kb_a)
+        eval_run_create(tenant=tenant, kb=kb_a)
     failed = eval_run_start(tenant=tenant, kb=kb_a, enqueue=False)
     with tenant_scope(tenant):
         EvalRun.objects.filter(pk=failed.pk).update(status="failed", error="The evaluation failed: X")
@@ -377,7 +378,7 @@ def test_korean_progress_labels(client_a, tenant_a, kb_a):
 
 
 def test_pages_stop_waiting_for_a_stalled_run(client_a, tenant_a, kb_a, settings):
-    settings.EVAL_STALE_AFTER_SECONDS = 60
+    settings.JOBS_STALE_AFTER_SECONDS = 60
     run = eval_run_start(tenant=tenant_a.tenant, kb=kb_a, enqueue=False)
     with tenant_scope(tenant_a.tenant):
         EvalRun.objects.filter(pk=run.pk).update(status="running", progress=2,

@@ -1,5 +1,6 @@
 """Integration: an evaluation run started through the API is scored by a real `celery -A config worker` process
-(the task is found by the app's autodiscovery and routed to the default queue)."""
+(the task is found by the app's autodiscovery and routed to the default queue); a run whose worker process dies
+is ended by the job sweep, without waiting for the KB's next run."""
 
 import os
 import signal
@@ -11,9 +12,13 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings as django_settings
+from django.db import connections
 
 from accounts.tenancy import system_scope
-from knowledge.search.evaluation import eval_question_create
+from config import jobs
+from knowledge.search.evaluation import scoring
+from knowledge.search.evaluation.runs import MSG_INTERRUPTED, eval_run_execute
+from knowledge.search.evaluation.services import eval_question_create, eval_run_start
 from knowledge.search.models import EvalRun
 from tests.factories.search import make_indexed_document, make_search_kb
 from tests.knowledge.test_worker import _database_url
@@ -84,3 +89,38 @@ def test_eval_run_started_through_the_api_is_scored_by_a_real_worker(default_wor
     body = api_a.get(f"/api/v1/eval-runs/{run_id}").json()
     assert body["status"] == "done" and body["progress"]["percent"] == 100 and len(body["per_question"]) == 3
     assert "knowledge.search.run_evaluation" in default_worker.log_path.read_text()
+
+
+def test_a_run_whose_worker_died_is_failed_by_the_sweep_without_waiting_for_the_next_run(tenant_a, settings,
+                                                                                        monkeypatch):
+    """The worker is a process forked from this one, its search hanging; then it is SIGKILLed."""
+    settings.JOBS_HEARTBEAT_SECONDS = 0.2
+    settings.JOBS_STALE_AFTER_SECONDS = stale = 1.5
+    tenant = tenant_a.tenant
+    kb = make_search_kb(tenant, name="Dying eval", retrieval={"mode": "bm25"})
+    doc = make_indexed_document(tenant, kb, ["Refunds are possible within 30 days."], title="Refunds")
+    eval_question_create(tenant=tenant, kb=kb, text="refund 30 days", document_ids=[doc.pk])
+    run = eval_run_start(tenant=tenant, kb=kb, enqueue=False)
+    monkeypatch.setattr(scoring, "document_ranking", lambda **kwargs: time.sleep(3600))  # a search that never ends
+    connections.close_all()  # the worker opens connections of its own
+    pid = os.fork()
+    if pid == 0:  # the worker
+        try:
+            eval_run_execute(tenant=tenant, run_id=run.pk)
+        finally:
+            os._exit(0)
+    try:
+        wait_for(lambda: _run(run.pk).status == "running", timeout=30, what="the worker to claim the run")
+        time.sleep(3 * stale)  # alive, however long its search takes: its beats keep the run out of the sweep
+        assert jobs.sweep()["evaluation"]["failed"] == 0 and _run(run.pk).status == "running"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    killed_at = time.monotonic()
+    while not jobs.sweep()["evaluation"]["failed"]:  # what beat runs every JOBS_SWEEP_SECONDS
+        assert time.monotonic() - killed_at < stale + 2, "the dead run was not swept"
+        time.sleep(0.1)
+    failed = _run(run.pk)
+    assert failed.status == "failed" and failed.error == MSG_INTERRUPTED and failed.claim_token == ""
+    with system_scope():
+        assert EvalRun.all_tenants.filter(kb_id=kb.pk).count() == 1  # no next run was needed to end it

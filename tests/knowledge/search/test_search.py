@@ -6,7 +6,7 @@ import pytest
 from accounts.tenancy import tenant_scope
 from knowledge.search import llm_steps
 from knowledge.search.dense import embed_query
-from knowledge.search.selectors import SearchError, search
+from knowledge.search.selectors import SearchError, search, search_payer
 from tests.factories.search import make_indexed_document, make_search_kb
 
 QUERY = "How long is the refund window?"
@@ -128,11 +128,46 @@ def test_expansion_fuses_alternative_queries(tenant_a, monkeypatch):
     make_indexed_document(tenant, kb, ["The staff car park opens at 6am."])
     make_indexed_document(tenant, kb, ["Visitor parking is free at weekends."])
     result = search(tenant=tenant, kb_ids=[kb.pk], query="visitor parking weekend", k=5,
-                    options={"mode": "bm25", "usage": {"user_id": tenant_a.owner.pk}})
+                    options={"mode": "bm25"}, usage=search_payer(user_id=tenant_a.owner.pk))
     assert result.queries == ["visitor parking weekend", "staff car park opening hours"]  # duplicates dropped
     assert {h.text for h in result.hits} == {"The staff car park opens at 6am.", "Visitor parking is free at weekends."}
     assert seen == [("local/llama3.2", "expansion", tenant_a.owner.pk)]
     assert not result.warnings
+
+
+def test_every_model_call_of_a_search_is_billed_to_its_one_payer(tenant_a, monkeypatch):
+    from billing.types import Stage, Usage, UsageContext
+    from llm import gateway
+    from llm.types import ChatResult, EmbedResult
+
+    calls = []
+
+    def fake_chat_sync(*, tenant, target, request, usage, **kwargs):
+        calls.append(usage)
+        return ChatResult(text="staff car park" if usage.stage == "expansion" else "NONE", usage=Usage())
+
+    def fake_embed_sync(*, tenant, target, texts, usage, **kwargs):
+        calls.append(usage)
+        return EmbedResult(vectors=[[1.0] + [0.0] * 511 for _ in texts], usage=Usage())
+
+    monkeypatch.setattr(gateway, "chat_sync", fake_chat_sync)
+    monkeypatch.setattr(gateway, "embed_sync", fake_embed_sync)
+    tenant = tenant_a.tenant
+    kb = make_search_kb(tenant, model="gateway:fake/fake-embed@512", retrieval={
+        "expansion": True, "expansion_model": "fake/fake", "compression": True, "compression_model": "fake/fake"})
+    make_indexed_document(tenant, kb, ["Visitor parking is free at weekends."])
+    payer = UsageContext(stage=Stage.SEARCH, idempotency_key="msg:7:v1:search", user_id=tenant_a.owner.pk,
+                         message_id=7)
+    result = search(tenant=tenant, kb_ids=[kb.pk], query="visitor parking weekend", k=3, usage=payer)
+    assert result.queries == ["visitor parking weekend", "staff car park"] and len(result.hits) == 1
+    # Each call under its own stage and a key derived from the payer's: a retried answer derives the same keys.
+    assert [(u.stage, u.idempotency_key) for u in calls] == [
+        ("expansion", "msg:7:v1:search:expansion"),
+        ("embedding", "msg:7:v1:search:embedding:0:0"),
+        ("embedding", "msg:7:v1:search:embedding:1:0"),
+        ("compression", f"msg:7:v1:search:compression:{result.hits[0].chunk_id}"),
+    ]
+    assert all((u.user_id, u.message_id) == (tenant_a.owner.pk, 7) for u in calls)
 
 
 def test_compression_keeps_only_verbatim_sentences(tenant_a, monkeypatch):
@@ -144,7 +179,7 @@ def test_compression_keeps_only_verbatim_sentences(tenant_a, monkeypatch):
         text="Visitors park free at weekends. Also, invented text.", usage=Usage()))
     text = llm_steps.compress(tenant=tenant_a.tenant, query="parking",
                               text="Opening hours vary. Visitors park free at weekends. Staff park in lot B.",
-                              model="local/x")
+                              model="local/x", usage=search_payer())
     assert text == "Visitors park free at weekends."
 
 

@@ -13,12 +13,26 @@ import os
 import time
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
+
+from accounts.tenancy import system_scope
+from config.commands import SchemaCommand
+from knowledge.embeddings import available_models
+from knowledge.search.beir import DatasetError, load_dataset
+from knowledge.search.config import SettingsError, clean_settings, default_embedding_model
+from knowledge.search.embedding_cache import embed_cached
+from knowledge.search.evaluation.datasets import (
+    detect_corpus_language,
+    evaluate_dataset_modes,
+    load_dataset_into_kb,
+    prime_query_vectors,
+    scratch_tenant,
+)
 
 MODES = ["bm25", "dense", "hybrid"]
 
 
-class Command(BaseCommand):
+class Command(SchemaCommand):
     help = "Evaluate retrieval on a BEIR-style dataset folder (corpus.jsonl, queries.jsonl, qrels.tsv)."
 
     def add_arguments(self, parser):
@@ -35,20 +49,7 @@ class Command(BaseCommand):
         parser.add_argument("--keep", action="store_true", help="keep the scratch tenant (default: delete it)")
 
     def handle(self, *args, **opts):
-        os.environ.setdefault("TQDM_DISABLE", "1")
-        from accounts.tenancy import system_scope
-        from knowledge.embeddings import available_models
-        from knowledge.search.beir import DatasetError, load_dataset
-        from knowledge.search.config import SettingsError, clean_settings, default_embedding_model
-        from knowledge.search.embedding_cache import embed_cached
-        from knowledge.search.evaluation import (
-            detect_corpus_language,
-            evaluate_dataset_modes,
-            load_dataset_into_kb,
-            prime_query_vectors,
-            scratch_tenant,
-        )
-
+        os.environ.setdefault("TQDM_DISABLE", "1")  # read when tqdm is first imported (by sentence-transformers)
         modes = opts["mode"] or ["all"]
         modes = MODES if "all" in modes else list(dict.fromkeys(modes))
         try:

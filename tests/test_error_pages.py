@@ -1,0 +1,20 @@
+"""Refused and missing pages keep the app's layout (navigation included)."""
+
+import pytest
+
+from tests.conftest import web_client
+
+pytestmark = pytest.mark.django_db
+
+
+def test_refused_page_keeps_the_app_layout(tenant_a):
+    """A member who follows an old link to /usage/ gets a page with the navigation, not a bare "403 Forbidden"."""
+    response = web_client(tenant_a.member, tenant_a.tenant).get("/usage/")
+    body = response.content.decode()
+    assert response.status_code == 403
+    assert 'class="topbar"' in body and "admin" in body.lower()
+
+
+def test_missing_page_keeps_the_app_layout(client_a):
+    response = client_a.get("/knowledge/987654/")
+    assert response.status_code == 404 and 'class="topbar"' in response.content.decode()
