@@ -117,8 +117,10 @@ def _union_statistics(kbs: list[KbParams], stats: dict[int, dict], found: dict, 
         return None
     n = sum(s["n"] for _, s in indexed)
     df: Counter = Counter()
-    for (_, term), (term_df, _, _) in found.items():
-        df[term] += term_df
+    counted = {kb_id for kb_id, _ in indexed}
+    for (kb_id, term), (term_df, _, _) in found.items():
+        if kb_id in counted:
+            df[term] += term_df
     return _Union(n=n, avglen=sum(s["total"] for _, s in indexed) / n, df=df, kbs=indexed, using=using)
 
 
@@ -187,7 +189,9 @@ def _query_terms(*, tenant, kbs: list[KbParams], query: str, document_ids: list[
             df, max_tf, min_length = found.get((p.kb_id, term), (0, None, None))
             if not df:
                 continue
-            idf_df = union.df[term] if union else df
+            # min: the statistics are read in separate statements, so a document indexed in between can leave
+            # a term's df above the chunk count just read, and log() of a negative number would fail the search.
+            idf_df = min(union.df[term] if union else df, n)
             idf = math.log(n - idf_df + 0.5) - math.log(idf_df + 0.5)
             if idf < 0:
                 if floor is None:

@@ -9,9 +9,18 @@ FUSION_CHOICES = [("zscore", _("Score-based (z-score)")), ("rrf", _("Reciprocal 
 
 
 class TestSearchForm(forms.Form):
+    """A link with only `?query=` searches with the defaults shown in the form."""
+
     query = forms.CharField(label=_("Query"), max_length=2000)
-    mode = forms.ChoiceField(label=_("Mode"), choices=MODE_CHOICES, initial="hybrid")
-    k = forms.IntegerField(label=_("Results"), min_value=1, max_value=50, initial=8)
+    mode = forms.ChoiceField(label=_("Mode"), choices=MODE_CHOICES, initial="hybrid", required=False)
+    k = forms.IntegerField(label=_("Results"), min_value=1, max_value=50, initial=8, required=False)
+
+    def clean_mode(self):
+        return self.cleaned_data["mode"] or self.get_initial_for_field(self.fields["mode"], "mode")
+
+    def clean_k(self):
+        k = self.cleaned_data["k"]
+        return k if k is not None else self.get_initial_for_field(self.fields["k"], "k")
 
 
 class RetrievalSettingsForm(forms.Form):

@@ -37,14 +37,15 @@ def query_language(text: str) -> str:
 
 
 def text_language(texts: list[str]) -> str:
-    """The language of a collection of texts: "ko" or "en" when at least 80 % of its letters say so, "" for a
-    mix (or no letters)."""
+    """The language of a collection of texts: "ko" when at least half its letters are Hangul (a syllable
+    carries what two or three Latin letters do, and Korean writing quotes English terms), "en" when at most a
+    tenth are, "" for a mix (or no letters)."""
     letters = [(hangul_ratio(t), sum(ch.isalpha() for ch in t)) for t in texts]
     total = sum(n for _ratio, n in letters)
     if not total:
         return ""
     korean = sum(ratio * n for ratio, n in letters) / total
-    return KOREAN if korean >= 0.8 else ENGLISH if korean <= 0.2 else ""
+    return KOREAN if korean >= 0.5 else ENGLISH if korean <= 0.1 else ""
 
 
 # A KB's content language ("auto" KBs), from a sample of its newest chunks, kept per process for a while.

@@ -48,8 +48,8 @@ def _insert(cursor, *, tenant_id: int, kb_id: int, rows: list[tuple[str, Block]]
             """
             INSERT INTO search_postingblock (tenant_id, kb_id, term, first_chunk, last_chunk, size, max_tf,
                                              min_length, fresh, data)
-            SELECT %s, %s, b.term, b.first_chunk, b.last_chunk, b.size, b.max_tf, b.min_length, %s, b.data
-            FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::int[], %s::int[], %s::int[], %s::bytea[])
+            SELECT %b, %b, b.term, b.first_chunk, b.last_chunk, b.size, b.max_tf, b.min_length, %b, b.data
+            FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::int[], %b::int[], %b::int[], %b::bytea[])
                 AS b(term, first_chunk, last_chunk, size, max_tf, min_length, data)
             """,
             [tenant_id, kb_id, fresh, [t for t, _b in part], [b.first_chunk for _t, b in part],
@@ -68,7 +68,7 @@ def replace_blocks(cursor, *, changed: list[tuple[int, Postings]], deleted: list
             """
             UPDATE search_postingblock pb SET first_chunk = b.first_chunk, last_chunk = b.last_chunk,
                 size = b.size, max_tf = b.max_tf, min_length = b.min_length, data = b.data
-            FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::int[], %s::int[], %s::int[], %s::bytea[])
+            FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::int[], %b::int[], %b::int[], %b::bytea[])
                 AS b(id, first_chunk, last_chunk, size, max_tf, min_length, data)
             WHERE pb.id = b.id
             """,

@@ -2,8 +2,9 @@
 
     search(*, tenant, kb_ids, query, k=8, filters=None, options=None, usage=None) -> SearchResult
 
-Pipeline: [multi-query expansion] -> per query: BM25 (PostgreSQL inverted index) + dense (pgvector HNSW) ->
-fusion -> [fusion across queries] -> near-duplicate removal -> [cross-encoder rerank] -> [MMR] -> top k ->
+Pipeline: [multi-query expansion] [translation into the passages' language] -> per query: BM25 (PostgreSQL
+inverted index) + dense (pgvector HNSW) -> fusion with per-query weights (language.py, fusion.side_weights) ->
+[fusion across queries] -> near-duplicate removal -> [cross-encoder rerank] -> [MMR] -> top k ->
 [neighbouring chunks] -> [contextual compression]. Every step reads only the tenant's rows of the chosen KBs,
 from a read replica when one is configured and fit to answer for the tenant (config.replicas).
 """

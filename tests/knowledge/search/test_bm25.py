@@ -299,3 +299,16 @@ def test_chunk_ids_spread_wide_aggregate_by_sorting_with_the_same_result(zipf_kb
             got = bm25_search(tenant=tenant, kbs=params, query=query, limit=25, prune=False)
             assert [cid for cid, _s in got] == [cid for cid, _s in expected], query
             assert [s for _c, s in got] == pytest.approx([s for _c, s in expected], abs=1e-9)
+
+
+def test_a_document_frequency_read_above_the_chunk_count_does_not_fail_the_search(tenant_a):
+    """Statistics are read in separate statements: a document indexed in between can leave df above n."""
+    tenant = tenant_a.tenant
+    kb = make_search_kb(tenant)
+    make_indexed_document(tenant, kb, ["apple banana", "cherry"], title="fruit")
+    with tenant_scope(tenant):
+        TermStat.objects.filter(kb=kb, term="apple").update(df=5)
+        hits = bm25_search(tenant=tenant, kbs=[KbParams(kb.pk, "auto", 1.5, 0.75, 0.25)], query="apple banana",
+                           limit=5)
+        first = Chunk.objects.get(kb=kb, ordinal=0)
+    assert [cid for cid, _ in hits] == [first.pk]

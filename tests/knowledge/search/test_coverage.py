@@ -43,3 +43,11 @@ def test_retrieval_test_page_says_when_documents_probably_do_not_cover_the_quest
     assert NOT_COVERED in unrelated.content.decode()
     related = client_a.get(url, {"query": "refunds", "mode": "hybrid", "k": 3})
     assert "Refunds are possible" in related.content.decode() and NOT_COVERED not in related.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_link_with_only_a_query_searches_with_the_defaults(client_a, tenant_a):
+    kb = make_search_kb(tenant_a.tenant, name="Handbook")
+    make_indexed_document(tenant_a.tenant, kb, ["Refunds are possible within 30 days."], title="Policies")
+    page = client_a.get(f"/knowledge/search/{kb.pk}/", {"query": "refunds"}).content.decode()
+    assert "This field is required" not in page and "Refunds are possible" in page and "hybrid" in page
