@@ -24,8 +24,14 @@ UNRELATED_BELOW = {
 
 
 def probably_not_covered(result: SearchResult, *, embedding_models: list[str]) -> bool:
-    """True when no hit matched by keyword and every hit's cosine is under its model's unrelated level."""
-    if not result.hits or any(hit.bm25_rank is not None for hit in result.hits):
+    """True when no keyword of the question is in the KBs (or, without hybrid weights, no hit matched one) and
+    every hit's cosine is under its model's unrelated level."""
+    if not result.hits:
+        return False
+    if result.weights is not None:  # hybrid: the coverage of the whole index, whatever k is
+        if result.weights.get("lexical_coverage", 1) > 0:
+            return False
+    elif any(hit.bm25_rank is not None for hit in result.hits):
         return False
     levels = [UNRELATED_BELOW.get(model) for model in embedding_models]
     if not levels or None in levels:

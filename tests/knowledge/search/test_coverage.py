@@ -29,6 +29,14 @@ def test_a_keyword_match_or_a_close_vector_is_covered():
     assert not probably_not_covered(_result((None, 0.27)), embedding_models=["use-multilingual"])
 
 
+def test_with_hybrid_weights_the_whole_index_decides_not_the_hits_returned():
+    result = _result((None, 0.1))
+    result.weights = {"lexical_coverage": 0.12}  # a keyword matched a chunk outside the top k
+    assert not probably_not_covered(result, embedding_models=["use-multilingual"])
+    result.weights = {"lexical_coverage": 0.0}
+    assert probably_not_covered(result, embedding_models=["use-multilingual"])
+
+
 def test_an_unknown_model_or_no_hits_gives_no_verdict():
     assert not probably_not_covered(_result((None, 0.01)), embedding_models=["openai:text-embedding-3-small"])
     assert not probably_not_covered(_result(), embedding_models=["use-multilingual"])
