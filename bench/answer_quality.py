@@ -5,6 +5,7 @@ comparison.
 
     scripts/env-run python bench/answer_quality.py                      # database ragdesk_answers
     ANSWER_BENCH_LIMIT=100 ANSWER_BENCH_DATASETS=ko_korquad_v1_dev scripts/env-run python bench/answer_quality.py
+    scripts/env-run python bench/answer_quality.py --smoke   # 5 KorQuAD questions, extractive only (seconds)
 
 Environment: ANSWER_BENCH_LIMIT (extractive questions per dataset; default all), ANSWER_BENCH_GEN_LIMIT
 (generative questions; default 20, 0 = skip), ANSWER_BENCH_GEN_TARGET (answer with this gateway target instead
@@ -15,7 +16,7 @@ The demo server runs as `manage.py start_local_llm` runs it (llm.localserver), w
 assistant is told so (context_window 4096) and answers with at most 256 tokens to keep the run short.
 
 Last line: JSON {dataset: {mode: {"answer_contains_gold", "citation_precision", "answer_chars_p50",
-"added_ms_p95", "cited_share"}}}.
+"added_ms_p95", "cited_share"}}} ({} after the reason when ../shared/eval is absent).
 """
 
 from __future__ import annotations
@@ -31,17 +32,21 @@ from pathlib import Path
 
 import django
 from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
+from common import eval_subset, smoke_requested
 from django.core.management import call_command
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+SMOKE = smoke_requested(__doc__)
 DB_NAME = os.environ.get("ANSWER_BENCH_DB", "ragdesk_answers")
 EVAL_DIR = Path(os.environ.get("ANSWER_EVAL_DIR", ROOT.parent / "shared" / "eval"))
+SMOKE_DATASET = "ko_korquad_v1_dev"  # small, and its language's model (multilingual USE) loads in seconds
 LIMIT = int(os.environ.get("ANSWER_BENCH_LIMIT", "0")) or None
-GEN_LIMIT = int(os.environ.get("ANSWER_BENCH_GEN_LIMIT", "20"))
+# The smoke run skips the generative mode: starting the demo model and generating take minutes on two cores.
+GEN_LIMIT = 0 if SMOKE else int(os.environ.get("ANSWER_BENCH_GEN_LIMIT", "20"))
 GEN_TARGET = os.environ.get("ANSWER_BENCH_GEN_TARGET", "")
-DETAILS_DIR = ROOT / "var" / "bench" / "answer_quality"
+DETAILS_DIR = ROOT / "var" / "bench" / "answer_quality" / ("smoke" if SMOKE else "")  # apart from a full run's
 DEMO_POOL = "answerbench"
 DEMO_CONTEXT = 4096
 # Issue 11's targets for extractive answers on the development split (allganize: long prose, no target).
@@ -112,7 +117,7 @@ def progress(label: str, done: int, total: int, _last={"t": 0.0}) -> None:  # no
 def main() -> None:
     # A plain `kill` unwinds like Ctrl-C, so the demo server and the scratch tenant are cleaned up.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
-    use_bench_database(DB_NAME)
+    use_bench_database(DB_NAME, smoke=SMOKE)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     django.setup()
     # The app's modules need django.setup(), which runs once use_bench_database() has chosen the database.
@@ -126,15 +131,16 @@ def main() -> None:
         outcome_rows,
     )
 
-    if not EVAL_DIR.exists():
-        print(f"{EVAL_DIR} not found: nothing to measure")
+    eval_dir = eval_subset(EVAL_DIR, SMOKE_DATASET, queries=5, distractors=40) if SMOKE else EVAL_DIR
+    if eval_dir is None or not eval_dir.exists():
+        print(f"{EVAL_DIR}{'/' + SMOKE_DATASET if SMOKE else ''} not found: nothing to measure")
         print(json.dumps({}))
         return
     call_command("migrate", verbosity=0)
-    wanted = [n for n in os.environ.get("ANSWER_BENCH_DATASETS", "").split(",") if n]
-    folders = sorted(p for p in EVAL_DIR.iterdir()
+    wanted = [n for n in os.environ.get("ANSWER_BENCH_DATASETS", "").split(",") if n and not SMOKE]
+    folders = sorted(p for p in eval_dir.iterdir()
                      if (p / "corpus.jsonl").exists() and (p / ANSWERS_FILE).exists() and (not wanted or p.name in wanted))
-    demo, gen_target, note = None, GEN_TARGET, ""
+    demo, gen_target, note = None, GEN_TARGET, "generative mode skipped in a smoke run" if SMOKE else ""
     if GEN_LIMIT and not gen_target:
         try:
             demo = DemoModel()

@@ -1,6 +1,7 @@
 """Chat latency benchmark: what ragdesk adds to time-to-first-token and total time of a streamed answer.
 
     scripts/env-run python bench/chat_latency.py          # uses (and creates) the database ragdesk_bench_chat
+    scripts/env-run python bench/chat_latency.py --smoke  # a few answers, database ragdesk_bench_chat_smoke
     CHAT_BENCH_RUNS=50 CHAT_BENCH_TOKEN_RATE=50 scripts/env-run python bench/chat_latency.py
 
 One run, same fake model server for both paths (a fake Ollama with ONE slot at a fixed token rate, in its own
@@ -37,7 +38,7 @@ from pathlib import Path
 import django
 import httpx
 from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
-from common import free_port, pct
+from common import free_port, pct, smoke_requested
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,10 +47,11 @@ from tests.support.ollama_fake import FakeOllamaProcess  # noqa: E402
 # Modules of the app are imported inside functions: they need django.setup(), which main() runs only after
 # use_bench_database() has pointed the settings at the bench database.
 
+SMOKE = smoke_requested(__doc__)
 DB_NAME = os.environ.get("CHAT_BENCH_DB", "ragdesk_bench_chat")
-RUNS = int(os.environ.get("CHAT_BENCH_RUNS", "40"))
-STEP_RUNS = int(os.environ.get("CHAT_BENCH_STEP_RUNS", "20"))
-WARMUP = int(os.environ.get("CHAT_BENCH_WARMUP", "3"))
+RUNS = 3 if SMOKE else int(os.environ.get("CHAT_BENCH_RUNS", "40"))
+STEP_RUNS = 2 if SMOKE else int(os.environ.get("CHAT_BENCH_STEP_RUNS", "20"))
+WARMUP = 1 if SMOKE else int(os.environ.get("CHAT_BENCH_WARMUP", "3"))
 TOKEN_RATE = float(os.environ.get("CHAT_BENCH_TOKEN_RATE", "100"))
 REPLY_TOKENS = int(os.environ.get("CHAT_BENCH_REPLY_TOKENS", "20"))
 QUESTION = "How long do customers have to ask for a refund?"
@@ -58,8 +60,6 @@ DOCUMENT = (
     "payment method within five business days. Gift cards are not refundable. Shipping costs are refunded only "
     "when the item arrived damaged."
 )
-
-
 
 
 def wait_http(url: str, timeout: float = 60) -> None:
@@ -205,8 +205,7 @@ def stage_timings(message_ids: list[int]) -> dict[int, dict]:
 
 
 def main() -> None:
-    os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")  # the servers run on 127.0.0.1
-    use_bench_database(DB_NAME)
+    use_bench_database(DB_NAME, smoke=SMOKE)
     env = dict(os.environ)
     with FakeOllamaProcess(token_rate=TOKEN_RATE, slots=1, reply_tokens=REPLY_TOKENS,
                            models=["fake:latest"]) as fake:

@@ -2,6 +2,7 @@
 
     scripts/env-run python bench/concurrency.py        # uses (and creates) the database ragdesk_bench_concurrency
     CONCURRENCY_BENCH_LEVELS=25,50 scripts/env-run python bench/concurrency.py
+    scripts/env-run python bench/concurrency.py --smoke   # one level of 4 short streams, 2 tenants (seconds)
 
 The stack is the `make run` configuration, started by scripts/run-app itself (migrate, demo seed, uvicorn with
 DB_POOL_MAX=20, the Celery workers and beat exactly as configured there) on a free port, against a database and a
@@ -47,7 +48,7 @@ import httpx
 import psutil
 import redis
 from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
-from common import free_port, pct
+from common import free_port, pct, smoke_requested
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -56,11 +57,13 @@ from tests.support.ollama_fake import FakeOllamaProcess, reply_words  # noqa: E4
 # Modules of the app are imported inside functions: they need django.setup(), which main() runs only after
 # use_bench_database() has pointed the settings at the bench database.
 
+SMOKE = smoke_requested(__doc__)
 DB_NAME = os.environ.get("CONCURRENCY_BENCH_DB", "ragdesk_bench_concurrency")
-LEVELS = [int(n) for n in os.environ.get("CONCURRENCY_BENCH_LEVELS", "25,50,100,200,300").split(",")]
-TENANTS = int(os.environ.get("CONCURRENCY_BENCH_TENANTS", "5"))
-TOKEN_RATE = float(os.environ.get("CONCURRENCY_BENCH_TOKEN_RATE", "10"))
-REPLY_TOKENS = int(os.environ.get("CONCURRENCY_BENCH_REPLY_TOKENS", "200"))
+LEVELS = [4] if SMOKE else [int(n) for n in os.environ.get("CONCURRENCY_BENCH_LEVELS", "25,50,100,200,300").split(",")]
+TENANTS = 2 if SMOKE else int(os.environ.get("CONCURRENCY_BENCH_TENANTS", "5"))
+TOKEN_RATE = 20.0 if SMOKE else float(os.environ.get("CONCURRENCY_BENCH_TOKEN_RATE", "10"))
+REPLY_TOKENS = 10 if SMOKE else int(os.environ.get("CONCURRENCY_BENCH_REPLY_TOKENS", "200"))
+WARMUP_STREAMS = 2 if SMOKE else 5
 STREAM_TIMEOUT_S = float(os.environ.get("CONCURRENCY_BENCH_STREAM_TIMEOUT_S", "180"))
 QUESTION = "How long do customers have to ask for a refund?"
 DOCUMENT = (
@@ -360,8 +363,7 @@ def worker_layout() -> list[str]:
 
 
 def main() -> None:
-    os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
-    use_bench_database(DB_NAME)
+    use_bench_database(DB_NAME, smoke=SMOKE)
     slots = max(LEVELS) + 50
     with private_redis() as redis_url, FakeOllamaProcess(token_rate=TOKEN_RATE, slots=slots, reply_tokens=REPLY_TOKENS,
                                                          models=["fake:latest"], default_num_ctx=8192) as fake:
@@ -381,9 +383,10 @@ def main() -> None:
         try:
             base = f"http://127.0.0.1:{port}"
             wait_http(f"{base}/healthz", stack)
-            wait_for_idle_ingestion()
+            if not SMOKE:  # a smoke run only checks the path: the demo's ingestion may go on meanwhile
+                wait_for_idle_ingestion()
             print("warming up...", file=sys.stderr, flush=True)
-            measure(base, streaming, reader_key, 5)
+            measure(base, streaming, reader_key, WARMUP_STREAMS)
             for n in LEVELS:
                 print(f"level {n}...", file=sys.stderr, flush=True)
                 result = measure(base, streaming, reader_key, n, stack)

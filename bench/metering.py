@@ -2,6 +2,7 @@
 
     scripts/env-run python bench/metering.py            # uses (and creates) the database ragdesk_bench_metering
     METERING_BENCH_DB=ragdesk_bill METERING_RECORDS=1000000 scripts/env-run python bench/metering.py
+    scripts/env-run python bench/metering.py --smoke    # 2,000 records, a few requests (ragdesk_bench_metering_smoke)
 
 1. Loads METERING_RECORDS ledger records (default 1,000,000) with generate_series in one INSERT ... SELECT,
    spread over 10 teams; the benchmark team owns 80% of them, all in the last 30 days. Then rebuilds the rollups
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import django
 from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
-from common import pct
+from common import pct, smoke_requested
 from django.core.management import call_command
 from django.db import connection
 from django.test import Client
@@ -35,15 +36,13 @@ sys.path.insert(0, str(ROOT))
 # Modules of the app are imported inside functions: they need django.setup(), which main() runs only after
 # use_bench_database() has pointed the settings at the bench database.
 
+SMOKE = smoke_requested(__doc__)
 DB_NAME = os.environ.get("METERING_BENCH_DB", "ragdesk_bench_metering")
-RECORDS = int(os.environ.get("METERING_RECORDS", "1000000"))
-WRITES = int(os.environ.get("METERING_WRITES", "400"))
-PAGE_RUNS = int(os.environ.get("METERING_PAGE_RUNS", "30"))
+RECORDS = 2000 if SMOKE else int(os.environ.get("METERING_RECORDS", "1000000"))
+WRITES = 10 if SMOKE else int(os.environ.get("METERING_WRITES", "400"))
+PAGE_RUNS = 3 if SMOKE else int(os.environ.get("METERING_PAGE_RUNS", "30"))
 TEAMS = 10
 BENCH_SHARE = 0.8
-
-
-
 
 # Stage -> (provider, model): realistic pairings, so rollups have the cardinality a real team produces.
 CALL_KINDS = [
@@ -201,7 +200,7 @@ def bench_page(owner, bench):
 
 
 def main():
-    use_bench_database(DB_NAME)
+    use_bench_database(DB_NAME, smoke=SMOKE)
     django.setup()
     from accounts.tenancy import tenant_scope
     from billing.models import UsageDaily

@@ -1,4 +1,4 @@
-"""LLM gateway pool benchmark (issue: LLM gateway). Run: scripts/env-run python bench/pool.py
+"""LLM gateway pool benchmark (issue: LLM gateway). Run: scripts/env-run python bench/pool.py [--smoke]
 
 Fake Ollama servers (tests/support/ollama_fake.py) run as separate processes at a fixed token rate; the
 gateway runs here, with its real Redis slot accounting. The billing ledger is replaced by no-ops so this
@@ -10,8 +10,10 @@ measures the gateway itself (bench/metering.py measures the ledger).
                                                                                   dead server out within 2 s
   4. overhead     p50 latency through the gateway minus calling the server directly   target <= 5 ms
 
+--smoke: a tenth of the requests (seconds; the ratios are then rough), database ragdesk_bench_pool_smoke.
+
 Prints a table, then (last line) JSON with throughput_ratio_3v1, p95_ratio_leastbusy_vs_roundrobin,
-failover_failed_requests, overhead_p50_ms.
+failover_failed_requests, failover_out_of_rotation_s, overhead_p50_ms.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ import uuid
 from pathlib import Path
 from unittest import mock
 
+from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
+from common import smoke_requested
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+SMOKE = smoke_requested(__doc__)
+use_bench_database("ragdesk_bench_pool", smoke=SMOKE)  # the gateway reads settings and models from it
 
 import django  # noqa: E402
 
@@ -45,6 +51,9 @@ from tests.support.fixtures import pool_spec  # noqa: E402
 from tests.support.ollama_fake import FakeOllamaProcess  # noqa: E402
 
 TENANT = Tenant(id=None, name="bench", slug="bench")
+BURST = 6 if SMOKE else 60  # requests per throughput / balancing burst
+FAILOVER_REQUESTS, KILL_AFTER_S = (40, 0.3) if SMOKE else (200, 1.5)
+OVERHEAD_CALLS, OVERHEAD_WARMUP = (20, 3) if SMOKE else (400, 20)
 REQUEST = ChatRequest(messages=[{"role": "user", "content": "Say a few words about load balancing."}])
 
 
@@ -99,10 +108,10 @@ async def bench_throughput(rows: list) -> float:
         try:
             registry.register_pool(pool_spec(f"tp{count}", fakes, queue_timeout_s=60))
             await burst(f"tp{count}/fake", 3)  # warm connections
-            results, elapsed = await burst(f"tp{count}/fake", 60)
+            results, elapsed = await burst(f"tp{count}/fake", BURST)
             ok = sum(r["ok"] for r in results)
             rates[count] = ok / elapsed
-            rows.append((f"throughput, {count} server(s)", f"{ok}/60 ok in {elapsed:.2f} s = {rates[count]:.1f} req/s",
+            rows.append((f"throughput, {count} server(s)", f"{ok}/{BURST} ok in {elapsed:.2f} s = {rates[count]:.1f} req/s",
                          f"p50 {pct([r['latency'] for r in results], 50) * 1000:.0f} ms"))
         finally:
             for fake in fakes:
@@ -120,13 +129,13 @@ async def bench_balancing(rows: list) -> float:
             name = f"bal-{strategy.replace('_', '')}"
             registry.register_pool(pool_spec(name, fakes, strategy=strategy, queue_timeout_s=60))
             await burst(f"{name}/fake", 3)
-            results, elapsed = await burst(f"{name}/fake", 60)
+            results, elapsed = await burst(f"{name}/fake", BURST)
             latencies = [r["latency"] for r in results if r["ok"]]
             p95[strategy] = pct(latencies, 95)
             share = fakes[2].stats()["completed"]
             rows.append((f"heterogeneous pool, {strategy}",
                          f"p50 {pct(latencies, 50) * 1000:.0f} ms, p95 {p95[strategy] * 1000:.0f} ms",
-                         f"{len(latencies)}/60 ok, slow server served {share} incl. warm-up"))
+                         f"{len(latencies)}/{BURST} ok, slow server served {share} incl. warm-up"))
         finally:
             for fake in fakes:
                 fake.close()
@@ -151,7 +160,7 @@ async def bench_failover(rows: list) -> tuple[int, float]:
         killed_at = {}
 
         async def killer():
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(KILL_AFTER_S)
             killed_at["t"] = time.perf_counter()
             fakes[1].kill()
             # Out of rotation = the gateway has put it in cooldown (no new requests are routed to it).
@@ -162,13 +171,13 @@ async def bench_failover(rows: list) -> tuple[int, float]:
 
         with mock.patch.object(state, "acquire", traced_acquire):
             kill_task = asyncio.create_task(killer())
-            results, elapsed = await burst("failover/fake", 200, concurrency=24)
+            results, elapsed = await burst("failover/fake", FAILOVER_REQUESTS, concurrency=24)
             await kill_task
         failed_before_token = sum(1 for r in results if not r["ok"] and not r["got_token"])
         interrupted = sum(1 for r in results if not r["ok"] and r["got_token"])
         late = [t - killed_at["t"] for t, sid in dispatches if sid == dead_sid and t >= killed_at["t"]]
         out_after = killed_at["out"]
-        rows.append(("failover: 200 requests, 1 of 3 killed",
+        rows.append((f"failover: {FAILOVER_REQUESTS} requests, 1 of 3 killed",
                      f"{sum(r['ok'] for r in results)} ok, {failed_before_token} failed before a token, "
                      f"{interrupted} cut mid-stream", f"{elapsed:.1f} s"))
         reprobes = [t for t in late if t > out_after + 0.001]
@@ -200,11 +209,11 @@ async def bench_overhead(rows: list) -> float:
             assert result["ok"], result
             return result["latency"]
 
-        for _ in range(20):  # warm up both paths
+        for _ in range(OVERHEAD_WARMUP):  # warm up both paths
             await direct()
             await through()
         d, g = [], []
-        for _ in range(400):
+        for _ in range(OVERHEAD_CALLS):
             d.append(await direct())
             g.append(await through())
         await client.aclose()

@@ -4,6 +4,10 @@ for an English and a Korean corpus.
     scripts/env-run python bench/retrieval_latency.py                  # both corpora, each in its own database
     scripts/env-run python bench/retrieval_latency.py --corpus korean  # one corpus: stopwords, korean or zipf
     RET_BENCH_CHUNKS=20000 RET_BENCH_QUERIES=100 scripts/env-run python bench/retrieval_latency.py
+    scripts/env-run python bench/retrieval_latency.py --smoke          # 100 chunks, 10 queries (seconds)
+
+--smoke builds tiny corpora in databases of their own (<database>_smoke, e.g. ragdesk_ret_smoke): the
+full-size data in ragdesk_ret / ragdesk_ret_korean is never read, dropped or rebuilt by it.
 
 Corpora (synthetic, documents of 20 chunks; chunk vectors are random unit vectors, since embedding 120k real
 passages would take an hour on two cores):
@@ -42,7 +46,7 @@ from pathlib import Path
 import django
 import numpy as np
 from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
-from common import pct
+from common import SMOKE_HELP, pct
 from django.core.management import call_command
 from django.db import connection, transaction
 
@@ -55,11 +59,12 @@ from knowledge.search.analysis import ENGLISH_STOPWORDS  # noqa: E402 (needs no 
 
 EVAL_DIR = ROOT.parent / "shared" / "eval"
 
-CHUNKS = int(os.environ.get("RET_BENCH_CHUNKS", "100000"))
-OTHER_TENANTS = int(os.environ.get("RET_BENCH_OTHER_TENANTS", "10"))
-OTHER_CHUNKS = int(os.environ.get("RET_BENCH_OTHER_CHUNKS", "2000"))  # per other tenant
-QUERIES = int(os.environ.get("RET_BENCH_QUERIES", "200"))
-WARMUP = int(os.environ.get("RET_BENCH_WARMUP", "20"))
+SMOKE = "--smoke" in sys.argv[1:]  # main() parses the command line; the sizes depend on this one option
+CHUNKS = 100 if SMOKE else int(os.environ.get("RET_BENCH_CHUNKS", "100000"))
+OTHER_TENANTS = 1 if SMOKE else int(os.environ.get("RET_BENCH_OTHER_TENANTS", "10"))
+OTHER_CHUNKS = 40 if SMOKE else int(os.environ.get("RET_BENCH_OTHER_CHUNKS", "2000"))  # per other tenant
+QUERIES = 10 if SMOKE else int(os.environ.get("RET_BENCH_QUERIES", "200"))
+WARMUP = 2 if SMOKE else int(os.environ.get("RET_BENCH_WARMUP", "20"))
 CHUNKS_PER_DOC = 20
 VOCABULARY = 30_000
 DIM = 512
@@ -353,7 +358,7 @@ def database_for(mode: str) -> str:
 
 def run_corpus(mode: str, layouts: bool = False) -> dict:
     """Build (or reuse) the corpus's data, measure every path, print the table; returns the figures."""
-    use_bench_database(database_for(mode))
+    use_bench_database(database_for(mode), smoke=SMOKE)
     django.setup()
     from accounts.tenancy import system_scope, tenant_scope
     from knowledge.search import dense as dense_module
@@ -455,8 +460,8 @@ def run_corpus(mode: str, layouts: bool = False) -> dict:
 
 def _run_child(mode: str, layouts: bool) -> dict:
     """One corpus in a process of its own (Django is bound to one database per process); its JSON line."""
-    proc = subprocess.run([sys.executable, __file__, "--corpus", mode, *(["--layouts"] if layouts else [])],
-                          stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run([sys.executable, __file__, "--corpus", mode, *(["--layouts"] if layouts else []),
+                           *(["--smoke"] if SMOKE else [])], stdout=subprocess.PIPE, text=True)
     lines = proc.stdout.strip().splitlines()
     print("\n".join(lines[:-1]), flush=True)
     if proc.returncode != 0 or not lines:
@@ -470,6 +475,7 @@ def main() -> None:
                         help="measure one corpus in this process (default: stopwords and korean)")
     parser.add_argument("--layouts", action="store_true",
                         help="also measure BM25 on the unmerged one-by-one layout and time the merges (minutes)")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     args = parser.parse_args()
     if args.corpus:
         if args.corpus == "korean" and KoreanCorpus.missing():
@@ -486,7 +492,7 @@ def main() -> None:
         if figures.get("skipped"):
             print(f"{name:<10} skipped: {figures['skipped']}")
             continue
-        cells = [f"{figures[f'{path}_p50_ms']:.1f}/{figures[f'{path}_p95_ms']:.1f}" for path in ("bm25", "dense", "hybrid")]
+        cells = [f"{figures[f'{path}_p50_ms']}/{figures[f'{path}_p95_ms']}" for path in ("bm25", "dense", "hybrid")]
         print(f"{name:<10} {cells[0]:>14} {cells[1]:>14} {cells[2]:>15}")
     combined = dict(english)
     if korean.get("skipped"):

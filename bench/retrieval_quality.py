@@ -1,9 +1,10 @@
 """Retrieval quality on every dataset in ../shared/eval: ragdesk (bm25, dense, hybrid) next to the reference
 LangChain ensemble, in the same process, on the same passages and the same embedding vectors.
 
-    scripts/env-run python bench/retrieval_quality.py                 # database ragdesk_ret, dev split
+    scripts/env-run python bench/retrieval_quality.py                 # database ragdesk_bench_ret_quality, dev split
     RET_QUALITY_DATASETS=ko_korquad_v1_dev scripts/env-run python bench/retrieval_quality.py
     RET_QUALITY_MODEL=multilingual-e5-small scripts/env-run python bench/retrieval_quality.py   # one model for all
+    scripts/env-run python bench/retrieval_quality.py --smoke         # 5 KorQuAD questions over 45 passages
 
 Needs the `bench` extra (langchain-community, langchain-core, langchain-classic, faiss-cpu).
 Each passage is one document and one chunk. Per dataset the embedding model is the one a new KB of the
@@ -12,7 +13,8 @@ multilingual USE otherwise. Embeddings are cached under var/cache/embeddings (fi
 
 Reference ensemble (the design to beat): BM25Retriever (whitespace tokens, k=8) + FAISS retriever with MMR
 (k=8, fetch_k=24, lambda_mult=0.3), EnsembleRetriever weights 0.45 / 0.55; no LLM steps.
-Last line: JSON {dataset: {system: {"ndcg@10": x, "recall@10": x}}} for bm25, dense, hybrid, reference_ensemble.
+Last line: JSON {dataset: {system: {"ndcg@10": x, "recall@10": x}}} for bm25, dense, hybrid, reference_ensemble
+({} after the reason when ../shared/eval is absent).
 """
 
 from __future__ import annotations
@@ -26,17 +28,19 @@ from pathlib import Path
 
 import django
 from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
+from common import eval_subset, smoke_requested
 from django.core.management import call_command
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DB_NAME = os.environ.get("RET_BENCH_DB", "ragdesk_ret")
+SMOKE = smoke_requested(__doc__)
+# Not retrieval_latency's databases (ragdesk_ret*): scratch tenants there would churn its 100k-chunk HNSW index.
+DB_NAME = os.environ.get("RET_QUALITY_DB", "ragdesk_bench_ret_quality")
 EVAL_DIR = Path(os.environ.get("RET_EVAL_DIR", ROOT.parent / "shared" / "eval"))
+SMOKE_DATASET = "ko_korquad_v1_dev"  # small, and its language's model (multilingual USE) loads in seconds
 SPLIT = os.environ.get("RET_QUALITY_SPLIT", "dev")
 MODEL = os.environ.get("RET_QUALITY_MODEL", "")  # every set embedded with this model instead of its language's default
-
-
 
 
 def reference_ensemble(dataset, doc_vectors, query_vectors: dict[str, list[float]]):
@@ -77,7 +81,7 @@ def _drop(tenant, system_scope) -> None:
 
 
 def main() -> None:
-    use_bench_database(DB_NAME)
+    use_bench_database(DB_NAME, smoke=SMOKE)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     django.setup()
     # The app's modules need django.setup(), which runs once use_bench_database() has chosen the database.
@@ -95,13 +99,14 @@ def main() -> None:
     )
     from knowledge.search.metrics import evaluate_rankings
 
-    if not EVAL_DIR.exists():
-        print(f"{EVAL_DIR} not found: nothing to measure")
+    eval_dir = eval_subset(EVAL_DIR, SMOKE_DATASET, queries=5, distractors=40) if SMOKE else EVAL_DIR
+    if eval_dir is None or not eval_dir.exists():
+        print(f"{EVAL_DIR}{'/' + SMOKE_DATASET if SMOKE else ''} not found: nothing to measure")
         print(json.dumps({}))
         return
     call_command("migrate", verbosity=0)
-    wanted = [n for n in os.environ.get("RET_QUALITY_DATASETS", "").split(",") if n]
-    folders = sorted(p for p in EVAL_DIR.iterdir() if (p / "corpus.jsonl").exists() and (not wanted or p.name in wanted))
+    wanted = [n for n in os.environ.get("RET_QUALITY_DATASETS", "").split(",") if n and not SMOKE]
+    folders = sorted(p for p in eval_dir.iterdir() if (p / "corpus.jsonl").exists() and (not wanted or p.name in wanted))
     results: dict[str, dict] = {}
     rows = []
     for folder in folders:

@@ -329,11 +329,14 @@ def _pairs(tokens: list[str]) -> frozenset[tuple[str, str]]:
 
 
 def coverage(question: str, unit: Unit) -> float:
-    """Share of the question's term weight that the unit's own text holds (a table row's header not included:
-    every row has it)."""
+    """Share of the question's term weight that the unit holds. A table row's header counts only once the row
+    matches by its own words: every row has it ("o3 input price" is covered by the o3 row, "input price" by none)."""
     weights = question_weights(question)
     total = sum(weights.values())
-    return sum(w for t, w in weights.items() if t in unit.own_terms) / total if total else 0.0
+    held = unit.own_terms
+    if unit.kind == "row" and held & weights.keys():
+        held = unit.terms.keys()
+    return sum(w for t, w in weights.items() if t in held) / total if total else 0.0
 
 
 # ------------------------------------------------------------------ choosing and quoting

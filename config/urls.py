@@ -1,14 +1,14 @@
 from django.conf import settings
 from django.contrib import admin
 from django.templatetags.static import static
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from django.views.i18n import JavaScriptCatalog
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 import accounts.schema  # noqa: F401  (registers the API key's OpenAPI security scheme)
 from accounts.views import home
-from config import health
+from config import errors, health
 
 api_v1 = [
     path("", include("accounts.api_urls")),
@@ -37,6 +37,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves Swagger UI's start-up script as a file: the CSP allows no inline scripts.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    # Unknown API paths answer JSON even under DEBUG, where Django's technical 404 page skips handler404.
+    re_path(r"^api/", errors.not_found),
 ]
 
 if settings.DEBUG:

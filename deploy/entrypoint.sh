@@ -20,8 +20,9 @@ worker_queues() {
     ingest) echo "${INGEST_QUEUE:-ingest}" ;;
     # Answers mostly wait (model, Redis): many threads in one process, sharing a small database pool.
     chat) echo "chat" ;;
-    # The beat's sweeps and everything without a queue of its own (evaluation runs, billing notices).
-    maintenance) echo "maintenance,default" ;;
+    # The beat's sweeps, everything without a queue of its own (evaluation runs, billing notices), and vector
+    # upgrades ("embed": long, low priority, kept out of the ingest workers' slots).
+    maintenance) echo "maintenance,default,embed" ;;
     *) return 1 ;;
   esac
 }
@@ -94,6 +95,8 @@ case "$role" in
     if [ -n "${DATABASE_ADMIN_URL:-}" ]; then python manage.py rls_install; fi
     python manage.py migrate --noinput
     if [ "${SEED_DEMO:-false}" = true ]; then python manage.py seed_demo; fi
+    # BM25 indexes written by an older text analyser (the others wait only for the schema, so they serve meanwhile).
+    python manage.py rebuild_search_indexes
     ;;
   manage)
     exec python manage.py "$@"

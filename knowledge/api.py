@@ -43,7 +43,8 @@ class KnowledgeBaseDetail(APIView):
         return Response(KnowledgeBaseSerializer(kb).data)
 
     @extend_schema(request=KnowledgeBaseWriteSerializer, responses=KnowledgeBaseSerializer,
-                   summary="Change settings (a new embedding model or chunking re-indexes every document)")
+                   summary="Change settings (new chunking re-indexes every document; a new embedding model "
+                           "re-embeds the chunks in the background)")
     def patch(self, request, kb_id):
         kb = selectors.kb_get(tenant=request.tenant, kb_id=kb_id)
         data = KnowledgeBaseWriteSerializer(data=request.data, partial=True)

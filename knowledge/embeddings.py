@@ -57,6 +57,7 @@ GATEWAY_KNOWN_DIMENSIONS = {
     "nomic-embed-text": 768, "mxbai-embed-large": 1024, "bge-m3": 1024, "all-minilm": 384,
     "snowflake-arctic-embed": 1024, "snowflake-arctic-embed2": 1024, "bge-large": 1024,
 }
+DISPLAY_NAMES = {"use-multilingual": "multilingual USE"}
 GATEWAY_CALL_TEXTS = 256  # texts per gateway call (OpenAI allows 2048 per request; fewer keep reservations small)
 
 
@@ -265,6 +266,11 @@ def embedding_dimension(name: str) -> int:
         if dim:
             return dim
     return get_embedder(name).dim
+
+
+def display_name(name: str) -> str:
+    """How pages name a model: "multilingual USE" for "use-multilingual", other names as they are."""
+    return DISPLAY_NAMES.get(name, name)
 
 
 def available_models() -> list[str]:

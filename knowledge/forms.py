@@ -3,6 +3,7 @@ from django.utils.translation import gettext_lazy as _
 
 from knowledge.embeddings import available_models
 from knowledge.models import KnowledgeBase
+from knowledge.selectors import kb_vectors
 from knowledge.services import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 
 
@@ -17,7 +18,8 @@ class KnowledgeBaseForm(forms.Form):
                                  initial=KnowledgeBase.Language.AUTO)
     embedding_model = forms.ChoiceField(
         label=_("Embedding model"), choices=_model_choices,
-        help_text=_("Changing it later re-indexes every document."),
+        help_text=_("Changing it later computes the vectors again in the background; searches use the current "
+                    "ones until all are done."),
     )
     chunk_size = forms.IntegerField(label=_("Chunk size (characters)"), initial=900, min_value=MIN_CHUNK_SIZE,
                                     max_value=MAX_CHUNK_SIZE)
@@ -27,8 +29,11 @@ class KnowledgeBaseForm(forms.Form):
     def __init__(self, *args, kb: KnowledgeBase | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         if kb is not None:
-            for field in ("name", "description", "language", "embedding_model", "chunk_size", "chunk_overlap"):
+            for field in ("name", "description", "language", "chunk_size", "chunk_overlap"):
                 self.fields[field].initial = getattr(kb, field)
-            if kb.embedding_model not in dict(self.fields["embedding_model"].choices):
-                self.fields["embedding_model"].choices = [(kb.embedding_model, kb.embedding_model),
-                                                          *self.fields["embedding_model"].choices]
+            # The model the KB is moving to, when an upgrade is under way: saving unchanged keeps it going.
+            model = kb_vectors(tenant=kb.tenant, kb=kb)["upgrading_to"] or kb.embedding_model
+            self.fields["embedding_model"].initial = model
+            offered = dict(self.fields["embedding_model"].choices)
+            missing = [m for m in dict.fromkeys((model, kb.embedding_model)) if m not in offered]
+            self.fields["embedding_model"].choices = [(m, m) for m in missing] + list(offered.items())

@@ -24,7 +24,8 @@ class KnowledgeBase(TenantModel):
     name = models.CharField(_("name"), max_length=120)
     description = models.TextField(_("description"), blank=True)
     language = models.CharField(_("language"), max_length=8, choices=Language.choices, default=Language.AUTO)
-    # Fixed at creation: vectors of different models are not comparable. Changing it means a re-index.
+    # The model of the chunks' vectors (`Chunk.embedding`): vectors of different models are not comparable, so a
+    # new model re-embeds every chunk in the background and switches over at once (knowledge.vectors).
     embedding_model = models.CharField(_("embedding model"), max_length=200)
     embedding_dim = models.PositiveIntegerField()
     chunk_size = models.PositiveIntegerField(_("chunk size"), default=900)
@@ -136,6 +137,10 @@ class Chunk(TenantModel):
     # Any dimension; searched through a per-dimension partial HNSW index on embedding::vector(dim).
     embedding = VectorField(null=True, blank=True)
     embedding_dim = models.PositiveSmallIntegerField(null=True, blank=True)
+    # A vector upgrade's vectors (the KB's VectorUpgrade model), never searched: they replace `embedding` for the
+    # whole KB at once when every chunk has one.
+    embedding_next = VectorField(null=True, blank=True)
+    embedding_next_dim = models.PositiveSmallIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -145,3 +150,49 @@ class Chunk(TenantModel):
 
     def __str__(self) -> str:
         return f"{self.document_id}#{self.ordinal}"
+
+
+class VectorUpgrade(TenantModel):
+    """A KB's vectors being re-embedded with another model (knowledge.vectors), as a job of config.jobs: one
+    row per KB, kept once done so the KB page can say where its vectors came from."""
+
+    class Status(models.TextChoices):
+        WAITING = "waiting", _("Waiting")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
+
+    class Origin(models.TextChoices):
+        AUTO = "auto", _("Automatic")  # EMBEDDING_UPGRADE_MODEL
+        ADMIN = "admin", _("Chosen by an admin")  # never upgraded automatically afterwards
+
+    kb = models.OneToOneField(KnowledgeBase, on_delete=models.CASCADE, related_name="vector_upgrade")
+    model = models.CharField(max_length=200)  # the target
+    dim = models.PositiveIntegerField()
+    origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.AUTO)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.WAITING, db_index=True)
+    error = models.TextField(blank=True)
+    chunks_done = models.PositiveIntegerField(default=0)
+    chunks_total = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    dispatched_at = models.DateTimeField(null=True, blank=True)  # a task message is out
+    retry_at = models.DateTimeField(null=True, blank=True)  # a failed run: not before this time
+    claim_token = models.CharField(max_length=32, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.kb_id} -> {self.model}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.Status.WAITING, self.Status.RUNNING)
+
+    @property
+    def percent(self) -> int:
+        if self.status == self.Status.DONE:
+            return 100
+        return min(99, int(100 * self.chunks_done / self.chunks_total)) if self.chunks_total else 0

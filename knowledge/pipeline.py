@@ -43,12 +43,14 @@ from django.utils.translation import gettext_noop
 from accounts.models import Tenant
 from accounts.tenancy import system_scope, tenant_scope
 from billing.types import Stage, UsageContext
-from config import jobs
+from config import broker, jobs
 from knowledge import chunking, limits, parsers
-from knowledge.embeddings import EmbeddingError, get_embedder
+from knowledge.embed_ahead import EmbedAhead
+from knowledge.embeddings import Embedder, EmbeddingError, get_embedder
 from knowledge.models import Chunk, Document, KnowledgeBase
 from knowledge.parsers import ParseError, UnsupportedFile, format_for
 from knowledge.search import services as search
+from knowledge.vectors import kb_model_locked
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,10 @@ QUEUED, PARSING, CHUNKING, EMBEDDING, READY, FAILED = (
 )
 IN_PROGRESS = (PARSING, CHUNKING, EMBEDDING)
 DISPATCH_LOCK = 0x6B6E6F77  # pg advisory lock key: one dispatcher at a time
+# A message is looked for in the broker once it is this old (the dispatcher commits, then sends), so with the
+# sweep every JOBS_SWEEP_SECONDS a lost one is sent again within 10 + 15 s; the second look comes this much later.
+LOST_CHECK_AFTER_SECONDS = 10
+LOST_CONFIRM_SECONDS = 1.0
 
 # Messages stored on the document (shown in the UI, translated there when they match a catalog entry).
 MSG_FILE_MISSING = gettext_noop("The original file is missing from storage; upload it again.")
@@ -91,6 +97,7 @@ class Run:
         self.job = jobs.Job(Document, document.pk, token, version=self.version)
         self.started = time.monotonic()
         self._yield_checked = 0.0
+        self.terms: search.ChunkTerms | None = None  # the BM25 terms of the chunks this run stores
 
     # ---- conditional writes
     def _lock(self) -> None:
@@ -141,34 +148,69 @@ class Run:
                       chunks_embedded=len(existing))
         prepared = time.monotonic() - self.started  # what resuming costs: read, parse, chunk again
 
-        embedder = get_embedder(kb.embedding_model)
-        if embedder.dim != kb.embedding_dim:
-            raise EmbeddingError(
-                f"The embedding model gives {embedder.dim}-dimensional vectors but the knowledge base stores "
-                f"{kb.embedding_dim}; re-create the knowledge base or change its model."
-            )
+        embedder = self._embedder(kb.embedding_model, kb.embedding_dim)
         todo = [d for d in drafts if d.ordinal not in existing]
         batch_size = max(1, settings.INGEST_EMBED_BATCH)
+        batches = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
+        self.terms = search.ChunkTerms(kb=kb, document_id=doc.pk, title=doc.title)
         embedding_since = time.monotonic()
-        for start in range(0, len(todo), batch_size):
-            if start and self.may_yield and self._should_yield(time.monotonic() - embedding_since, prepared):
-                raise Yielded
-            batch = todo[start:start + batch_size]
-            vectors = embedder.embed_documents(
-                [d.embed_text for d in batch], tenant=self.tenant, usage=self._usage(batch[0].ordinal)
-            )
-            rows = [
-                Chunk(tenant_id=self.tenant.pk, document_id=doc.pk, kb_id=kb.pk, ordinal=d.ordinal, text=d.text,
-                      page=d.page, heading_path=d.heading_path, char_start=d.char_start, char_end=d.char_end,
-                      token_count=d.token_count, embedding=vector, embedding_dim=kb.embedding_dim)
-                for d, vector in zip(batch, vectors, strict=True)
-            ]
-            with transaction.atomic():
-                self._lock()
-                Chunk.objects.bulk_create(rows, ignore_conflicts=True)
-                self._set(chunks_embedded=Chunk.objects.filter(document_id=doc.pk).count())
+        with EmbedAhead(self._embed) as ahead:  # batch N+1 embeds while batch N is stored and analysed
+            for index, batch in enumerate(batches):
+                vectors = ahead.vectors(embedder, batch)
+                following = batches[index + 1] if index + 1 < len(batches) else None
+                # Asked before the next batch is embedded ahead, which a run that yields would waste.
+                stop = following is not None and self.may_yield and self._should_yield(
+                    time.monotonic() - embedding_since, prepared)
+                if following is not None and not stop:
+                    ahead.prefetch(embedder, following)
+                embedder = self._store_batch(embedder, batch, vectors)
+                if stop:
+                    raise Yielded
+                for draft in batch:  # the BM25 terms _finish indexes
+                    self.terms.add(ordinal=draft.ordinal, heading_path=draft.heading_path, text=draft.text)
 
         self._finish(len(drafts))
+
+    @staticmethod
+    def _embedder(model: str, dim: int) -> Embedder:
+        embedder = get_embedder(model)
+        if embedder.dim != dim:
+            raise EmbeddingError(
+                f"The embedding model gives {embedder.dim}-dimensional vectors but the knowledge base stores "
+                f"{dim}; re-create the knowledge base or change its model."
+            )
+        return embedder
+
+    def _embed(self, embedder: Embedder, batch: list):
+        return embedder.embed_documents([d.embed_text for d in batch], tenant=self.tenant,
+                                        usage=self._usage(batch[0].ordinal, embedder.name))
+
+    def _store_batch(self, embedder: Embedder, batch: list, vectors) -> Embedder:
+        """Store one batch embedded by `embedder`, with the KB's model at the moment of writing: a vector upgrade
+        (knowledge.vectors) may have switched it meanwhile, and then the batch is embedded again with the new
+        one. Returns the embedder of the KB's model."""
+        doc, kb = self.document, self.kb
+        while True:
+            with transaction.atomic():
+                # The KB first: waiting for a switch under way, the run holds no lock of its own (its beats go on).
+                current = kb_model_locked(kb.pk)  # held to the commit: a switch waits for it
+                if current is None:
+                    raise Superseded
+                self._lock()
+                if current[0] == embedder.name:
+                    rows = [
+                        Chunk(tenant_id=self.tenant.pk, document_id=doc.pk, kb_id=kb.pk, ordinal=d.ordinal,
+                              text=d.text, page=d.page, heading_path=d.heading_path, char_start=d.char_start,
+                              char_end=d.char_end, token_count=d.token_count, embedding=vector,
+                              embedding_dim=embedder.dim)
+                        for d, vector in zip(batch, vectors, strict=True)
+                    ]
+                    Chunk.objects.bulk_create(rows, ignore_conflicts=True)
+                    self._set(chunks_embedded=Chunk.objects.filter(document_id=doc.pk).count())
+                    return embedder
+            log.info("document %s: the knowledge base switched to %s; embedding again", doc.pk, current[0])
+            embedder = self._embedder(*current)
+            vectors = self._embed(embedder, batch)
 
     def _should_yield(self, embedding_for: float, prepared: float) -> bool:
         """After a slice of embedding (at least four times what resuming costs), when another tenant waits."""
@@ -188,15 +230,17 @@ class Run:
             if stored != expected:  # cannot happen unless something else wrote chunks: start over
                 raise Transient(f"chunk count {stored} != {expected}")
             doc.refresh_from_db()
-            search.postings_index_document(tenant=self.tenant, document=doc)
+            search.postings_index_document(tenant=self.tenant, document=doc, terms=self.terms)
             now = timezone.now()
             self._set(status=READY, finished_at=now, claim_token="", dispatched_at=None, error="",
                       chunks_embedded=stored)
 
-    def _usage(self, first_ordinal: int):
+    def _usage(self, first_ordinal: int, model: str):
+        # The model is part of the key only once a switch changed it: keys of runs before stay the same.
+        suffix = "" if model == self.kb.embedding_model else f":{model}"
         return UsageContext(
             stage=Stage.EMBEDDING,
-            idempotency_key=f"embed:{self.document.pk}:v{self.version}:{first_ordinal}",
+            idempotency_key=f"embed:{self.document.pk}:v{self.version}:{first_ordinal}{suffix}",
             user_id=self.document.uploaded_by_id, document_id=self.document.pk,
         )
 
@@ -364,10 +408,16 @@ def in_flight() -> int:
     ).count()
 
 
+def message_id(document_id: int, version: int) -> str:
+    """The task id of a document version's message: the sweep asks the broker whether it still holds it."""
+    return f"ingest-{document_id}-v{version}"
+
+
 def send_document(document_id: int, version: int) -> None:
     from knowledge.tasks import process_document  # cycle: knowledge.tasks -> knowledge.pipeline
 
-    process_document.apply_async((document_id, version), queue=settings.INGEST_QUEUE)
+    process_document.apply_async((document_id, version), queue=settings.INGEST_QUEUE,
+                                 task_id=message_id(document_id, version))
 
 
 def dispatch(*, send=None) -> int:
@@ -410,13 +460,44 @@ def _requeue_dead_runs(dead: QuerySet, now: datetime) -> dict:
 
 
 def _resend_lost(documents: QuerySet, now: datetime) -> dict:
-    """A task message no worker took within INGEST_LOST_AFTER_SECONDS (messages may wait in the queue behind
-    long documents, so that is a longer wait) is sent again, with the requeued documents."""
-    lost_cutoff = now - timedelta(seconds=settings.INGEST_LOST_AFTER_SECONDS)
-    lost = documents.filter(status=QUEUED, dispatched_at__lt=lost_cutoff).update(dispatched_at=None)
-    if lost:
-        log.warning("ingest: %s lost task messages", lost)
-    return {"lost": lost, "dispatched": dispatch()}
+    """Documents whose task message is gone go back to the queue, and the window is filled again.
+
+    A message is lost when the broker no longer holds it (a broker restart, a deleted queue): it is neither
+    waiting in the ingest queue nor taken by a worker, LOST_CHECK_AFTER_SECONDS after it was sent, in two looks
+    a moment apart (a message passes between the queue and a worker's hands in between). A message waiting
+    behind busy workers is never sent twice. One a worker took but never started (the worker died holding
+    it) is lost after INGEST_LOST_AFTER_SECONDS, as is any message when the broker cannot be looked into."""
+    out = documents.filter(status=QUEUED, dispatched_at__isnull=False)
+    suspects = list(out.filter(dispatched_at__lt=now - timedelta(seconds=LOST_CHECK_AFTER_SECONDS))
+                    .values_list("pk", "version", "dispatched_at"))
+    gone = _missing_from_broker(suspects, now) if suspects else []
+    if gone is None:  # the broker cannot tell: only the long cutoff
+        count = out.filter(dispatched_at__lt=now - timedelta(seconds=settings.INGEST_LOST_AFTER_SECONDS)).update(
+            dispatched_at=None)
+    else:  # each only if it is still waiting for that same message
+        count = sum(out.filter(pk=pk, dispatched_at=at).update(dispatched_at=None) for pk, at in gone)
+    if count:
+        log.warning("ingest: %s lost task messages sent again", count)
+    return {"lost": count, "dispatched": dispatch()}
+
+
+def _missing_from_broker(suspects: list[tuple[int, int, datetime]], now: datetime) -> list | None:
+    """(id, dispatched_at) of the suspects whose message the broker has lost; None when it cannot tell."""
+    held = broker.held_messages(settings.INGEST_QUEUE)
+    if held is None:
+        return None
+    taken_cutoff = now.timestamp() - settings.INGEST_LOST_AFTER_SECONDS
+
+    def missing(held, pk, version):
+        task_id = message_id(pk, version)
+        return task_id not in held or held.taken.get(task_id, taken_cutoff) < taken_cutoff
+
+    suspects = [s for s in suspects if missing(held, s[0], s[1])]
+    if suspects:
+        time.sleep(LOST_CONFIRM_SECONDS)
+        held = broker.held_messages(settings.INGEST_QUEUE)
+        suspects = [s for s in suspects if missing(held, s[0], s[1])]
+    return [(pk, at) for pk, _version, at in suspects]
 
 
 INGEST_JOB = jobs.Kind(name="ingest", model=Document, running=Q(status__in=IN_PROGRESS),

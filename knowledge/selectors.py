@@ -7,7 +7,8 @@ from django.db.models.functions import Greatest
 
 from accounts.models import Tenant
 from accounts.selectors import tenant_object_or_404, tenant_objects
-from knowledge.models import Chunk, Document, KnowledgeBase
+from knowledge.embeddings import display_name
+from knowledge.models import Chunk, Document, KnowledgeBase, VectorUpgrade
 
 
 def kb_list(*, tenant: Tenant) -> QuerySet:
@@ -38,6 +39,20 @@ def kb_stats(*, tenant: Tenant, kb: KnowledgeBase) -> dict:
     }
 
 
+def kb_vectors(*, tenant: Tenant, kb: KnowledgeBase) -> dict:
+    """Which vectors the KB's searches use, and the upgrade under way (knowledge.vectors): for its pages and API."""
+    upgrade = tenant_objects(VectorUpgrade, tenant=tenant).filter(kb=kb).first()
+    active = upgrade is not None and upgrade.is_active
+    return {
+        "model": kb.embedding_model, "label": display_name(kb.embedding_model), "dim": kb.embedding_dim,
+        "upgrading_to": upgrade.model if active else None,
+        "upgrading_to_label": display_name(upgrade.model) if active else None,
+        "upgrade_status": upgrade.status if upgrade is not None else None,
+        "upgrade_percent": upgrade.percent if active else None,
+        "upgrade_error": upgrade.error if upgrade is not None and upgrade.status == VectorUpgrade.Status.FAILED else "",
+    }
+
+
 def document_list(*, tenant: Tenant, kb: KnowledgeBase | None = None, status: str | None = None) -> QuerySet:
     docs = tenant_objects(Document, tenant=tenant).select_related("kb", "uploaded_by")
     if kb is not None:
@@ -52,7 +67,7 @@ def document_get(*, tenant: Tenant, document_id) -> Document:
 
 
 def chunk_list(*, tenant: Tenant, document: Document) -> QuerySet:
-    return tenant_objects(Chunk, tenant=tenant).filter(document=document).defer("embedding").order_by("ordinal")
+    return tenant_objects(Chunk, tenant=tenant).filter(document=document).defer("embedding", "embedding_next").order_by("ordinal")
 
 
 def chunk_usage(*, tenant: Tenant, exclude_document_id: int | None = None) -> int:

@@ -1,19 +1,39 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from knowledge.models import Chunk, Document, KnowledgeBase
+from knowledge.models import Chunk, Document, KnowledgeBase, VectorUpgrade
 from knowledge.parsers.base import REPAIRED, UNDECODABLE
+from knowledge.selectors import kb_vectors
 from knowledge.services import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+
+
+class VectorsSerializer(serializers.Serializer):
+    model = serializers.CharField(help_text="The model of the vectors searches use now (= embedding_model).")
+    label = serializers.CharField(help_text="Its display name, e.g. \"multilingual USE\".")
+    dim = serializers.IntegerField()
+    upgrading_to = serializers.CharField(allow_null=True, help_text="The model the vectors are being re-embedded "
+                                         "with in the background; searches switch to it once all are done.")
+    upgrading_to_label = serializers.CharField(allow_null=True)
+    upgrade_status = serializers.ChoiceField(choices=VectorUpgrade.Status.choices, allow_null=True,
+                                             help_text="The last upgrade's state; null: never upgraded.")
+    upgrade_percent = serializers.IntegerField(allow_null=True, help_text="Chunks re-embedded so far, while upgrading.")
+    upgrade_error = serializers.CharField(allow_blank=True, help_text="Why the last upgrade stopped, when it failed.")
 
 
 class KnowledgeBaseSerializer(serializers.ModelSerializer):
     document_count = serializers.SerializerMethodField()
+    vectors = serializers.SerializerMethodField()
 
     class Meta:
         model = KnowledgeBase
         fields = ["id", "name", "description", "language", "embedding_model", "embedding_dim", "chunk_size",
-                  "chunk_overlap", "retrieval", "created_at", "updated_at", "document_count"]
-        read_only_fields = ["id", "embedding_dim", "created_at", "updated_at", "document_count"]
+                  "chunk_overlap", "retrieval", "created_at", "updated_at", "document_count", "vectors"]
+        read_only_fields = ["id", "embedding_dim", "created_at", "updated_at", "document_count", "vectors"]
+
+    @extend_schema_field(VectorsSerializer)
+    def get_vectors(self, kb) -> dict:
+        """Which vectors searches use, and the background upgrade to another model, if any."""
+        return kb_vectors(tenant=kb.tenant_id, kb=kb)
 
     def get_document_count(self, kb) -> int:
         """Annotated by the list selector; counted for a single knowledge base (create, get, change)."""
@@ -22,7 +42,8 @@ class KnowledgeBaseSerializer(serializers.ModelSerializer):
 
 
 class KnowledgeBaseWriteSerializer(serializers.Serializer):
-    """Create (name required) or update (any subset). Changing embedding_model or chunking re-indexes."""
+    """Create (name required) or update (any subset). Changing chunking re-indexes; changing embedding_model alone
+    re-embeds the chunks in the background (see `vectors`)."""
 
     name = serializers.CharField(max_length=120)
     description = serializers.CharField(required=False, allow_blank=True)

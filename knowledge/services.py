@@ -25,9 +25,9 @@ from accounts.errors import AppError
 from accounts.models import Tenant
 from accounts.tenancy import tenant_scope
 from config import replicas
-from knowledge import pipeline
+from knowledge import pipeline, selectors, vectors
 from knowledge.embeddings import available_models, embedding_dimension, split_name
-from knowledge.models import Document, KnowledgeBase
+from knowledge.models import Document, KnowledgeBase, VectorUpgrade
 from knowledge.parsers import UnsupportedFile, format_for, sniff
 from knowledge.search import services as search
 
@@ -126,7 +126,9 @@ def kb_create(*, tenant: Tenant, name: str, description: str = "", language: str
 
 
 def kb_update(*, tenant: Tenant, kb: KnowledgeBase, allow_any_model: bool = False, **changes) -> KnowledgeBase:
-    """Change settings. A new embedding model or chunking re-indexes every document of the KB."""
+    """Change settings. New chunking re-indexes every document of the KB (with the new embedding model, when one
+    comes with it); a new embedding model alone re-embeds the chunks in the background and switches over when
+    done (knowledge.vectors). Naming the model the KB has stops an upgrade under way."""
     allowed = {"name", "description", "language", "retrieval", "embedding_model", "chunk_size", "chunk_overlap"}
     unknown = set(changes) - allowed
     if unknown:
@@ -156,17 +158,28 @@ def kb_update(*, tenant: Tenant, kb: KnowledgeBase, allow_any_model: bool = Fals
             kb.chunk_size, kb.chunk_overlap = size, overlap
             reindex = True
         model = changes.get("embedding_model")
+        upgrading_to = selectors.kb_vectors(tenant=tenant, kb=kb)["upgrading_to"]
+        if model == upgrading_to or (model == kb.embedding_model and upgrading_to is None):
+            model = None  # no change (the KB's own model while an upgrade runs stops it, below)
+        dim = kb.embedding_dim
         if model and model != kb.embedding_model:
-            kb.embedding_dim = _validate_model(tenant=tenant, model=model, allow_any_model=allow_any_model)
-            kb.embedding_model = model
-            reindex = True
+            dim = _validate_model(tenant=tenant, model=model, allow_any_model=allow_any_model)
         with transaction.atomic():
             try:
                 with transaction.atomic():
-                    kb.save()
+                    # Never the model fields from this instance: a vector switch may have changed them since.
+                    kb.save(update_fields=["name", "description", "language", "retrieval", "chunk_size",
+                                           "chunk_overlap", "updated_at"])
             except IntegrityError as exc:
                 raise ValidationError({"name": _("A knowledge base with this name already exists.")}) from exc
             replicas.note_write(tenant_id=tenant.pk)  # its next search uses the new settings
+            if model and (reindex or model == kb.embedding_model):
+                # The documents are embedded anew anyway (or the KB keeps its model): no upgrade needed.
+                KnowledgeBase.objects.filter(pk=kb.pk).update(embedding_model=model, embedding_dim=dim)
+                kb.embedding_model, kb.embedding_dim = model, dim
+                vectors.pin(tenant=tenant, kb=kb)
+            elif model:
+                vectors.request(tenant=tenant, kb=kb, model=model, dim=dim, origin=VectorUpgrade.Origin.ADMIN)
             if reindex:
                 _requeue(Document.objects.filter(kb=kb))
     return kb

@@ -58,6 +58,7 @@ def _documents_context(request, kb):
         "page_query": f"?page={page.number}" if page.number > 1 else "",
         "polling": any(d.is_active for d in documents),
         "stats": selectors.kb_stats(tenant=request.tenant, kb=kb),
+        "vectors": selectors.kb_vectors(tenant=request.tenant, kb=kb),
         "can_edit": request.membership.is_admin,
     }
 
@@ -87,15 +88,22 @@ def kb_edit(request, kb_id: int):
     kb = selectors.kb_get(tenant=request.tenant, kb_id=kb_id)
     form = KnowledgeBaseForm(request.POST or None, kb=kb)
     if request.method == "POST" and form.is_valid():
-        reindexing = (form.cleaned_data["embedding_model"], form.cleaned_data["chunk_size"],
-                      form.cleaned_data["chunk_overlap"]) != (kb.embedding_model, kb.chunk_size, kb.chunk_overlap)
+        reindexing = (form.cleaned_data["chunk_size"], form.cleaned_data["chunk_overlap"]) != (kb.chunk_size,
+                                                                                              kb.chunk_overlap)
         try:
             services.kb_update(tenant=request.tenant, kb=kb, **form.cleaned_data)
         except ValidationError as exc:
             _errors_to_form(form, exc)
         else:
-            messages.success(request, _("Settings saved; every document is being re-indexed.") if reindexing
-                             else _("Settings saved."))
+            upgrading_to = selectors.kb_vectors(tenant=request.tenant, kb=kb)["upgrading_to"]
+            if reindexing:
+                messages.success(request, _("Settings saved; every document is being re-indexed."))
+            elif upgrading_to and upgrading_to == form.cleaned_data["embedding_model"]:
+                messages.success(request, _("Settings saved; the vectors are being computed again with %(model)s in "
+                                            "the background. Searches use the current ones until then.")
+                                 % {"model": upgrading_to})
+            else:
+                messages.success(request, _("Settings saved."))
             return redirect("knowledge:kb-detail", kb_id=kb.pk)
     return render(request, "knowledge/kb_form.html", {"form": form, "kb": kb})
 

@@ -18,3 +18,12 @@ def test_refused_page_keeps_the_app_layout(tenant_a):
 def test_missing_page_keeps_the_app_layout(client_a):
     response = client_a.get("/knowledge/987654/")
     assert response.status_code == 404 and 'class="topbar"' in response.content.decode()
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_an_unknown_api_path_answers_json_404_even_under_debug(client, settings, debug):
+    settings.DEBUG = debug
+    response = client.get("/api/v1/no-such-thing")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["error"]["code"] == "not_found"

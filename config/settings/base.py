@@ -308,6 +308,10 @@ SEARCH_SIDES_IN_PARALLEL = env.bool("SEARCH_SIDES_IN_PARALLEL", default=True)
 EVAL_QUEUE_TIMEOUT_S = env.int("EVAL_QUEUE_TIMEOUT_S", default=600)
 EVAL_TIME_LIMIT_S = env.int("EVAL_TIME_LIMIT_S", default=3600)
 EMBEDDING_MODELS = env.list("EMBEDDING_MODELS", default=[DEFAULT_EMBEDDING_MODEL])  # offered for new KBs
+# KBs on a fast packaged model (knowledge.vectors.AUTO_UPGRADED) get their vectors re-embedded with this one in
+# the background once their ingestion has settled, then switched over at once (README "Vector upgrades").
+# Empty: no automatic upgrade.
+EMBEDDING_UPGRADE_MODEL = env("EMBEDDING_UPGRADE_MODEL", default="")
 # Torch threads per process for sentence-transformers embedders: web and workers already share few cores.
 EMBEDDING_TORCH_THREADS = env.int("EMBEDDING_TORCH_THREADS", default=1)
 # Evaluation and benchmark embeddings kept on disk (knowledge/search/embedding_cache.py; never the serving path).
@@ -329,8 +333,10 @@ INGEST_MAX_UPLOAD_MB = env.int("INGEST_MAX_UPLOAD_MB", default=50)
 INGEST_EMBED_BATCH = env.int("INGEST_EMBED_BATCH", default=32)
 INGEST_DISPATCH_WINDOW = env.int("INGEST_DISPATCH_WINDOW", default=8)  # task messages out at once, all tenants
 INGEST_QUEUE = env("INGEST_QUEUE", default="ingest")
-# The job sweep requeues a run whose worker died (JOBS_*), and resends a task message no worker took within
-# INGEST_LOST_AFTER_SECONDS.
+# The job sweep requeues a run whose worker died (JOBS_*) and resends a task message the broker lost (neither
+# in the queue nor taken by a worker) within ~25 s (knowledge.pipeline); a message waiting in the queue is never
+# sent twice. INGEST_LOST_AFTER_SECONDS bounds what the broker cannot show: a message a worker took but never
+# started (it died holding it), or any message on a broker other than Redis.
 INGEST_LOST_AFTER_SECONDS = env.int("INGEST_LOST_AFTER_SECONDS", default=600)
 INGEST_MAX_ATTEMPTS = env.int("INGEST_MAX_ATTEMPTS", default=5)
 # A transient failure retries after this long, times 3 per further attempt (at most 15 minutes).

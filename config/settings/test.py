@@ -30,3 +30,5 @@ REDIS_URL = _redis_db(REDIS_URL, env.int("TEST_REDIS_DB", default=15))  # noqa: 
 CACHES["default"]["LOCATION"] = REDIS_URL  # noqa: F405
 if not env("CELERY_BROKER_URL", default=""):
     CELERY_BROKER_URL = REDIS_URL
+# No automatic vector upgrade (knowledge.vectors): e5 takes seconds per chunk; the tests of upgrades turn it on.
+EMBEDDING_UPGRADE_MODEL = ""

@@ -1,9 +1,11 @@
 """Text analysis for the BM25 index: one script-aware analyser per process.
 
-Text is split into words; words written in Hangul go through the Kiwi morphological analyser (content
-morphemes) and also give character bigrams (strong on compounds, names, codes and OCR noise, where a
-morpheme analyser splits differently in the question and the passage); other words go through a standard
-English analyser (lowercase, Lucene's English stopwords, Snowball stemming). A Korean page that quotes
+Text is split into words, and words into script runs: Hangul runs go through the Kiwi morphological analyser
+(content morphemes) and also give character bigrams (strong on compounds, names, codes and OCR noise, where a
+morpheme analyser splits differently in the question and the passage); other runs (Latin letters, digits)
+go through a standard English analyser (lowercase, Lucene's English stopwords, Snowball stemming). A Latin
+word glued to a Korean particle ("BST란", "API를", "Python으로") therefore gives its English term ("bst",
+"api", "python"), as it would in English text. A Korean page that quotes
 English terms, or an English manual with Korean notes, is therefore analysed correctly without a language
 switch; the KB language only chooses defaults (see `analyzer_for`).
 
@@ -30,6 +32,7 @@ _HANGUL = "\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f"
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _HANGUL_CHAR = re.compile(f"[{_HANGUL}]")
 _HANGUL_RUN = re.compile(f"[{_HANGUL}]+")
+_NON_HANGUL_RUN = re.compile(f"[^\\W_{_HANGUL}]+", re.UNICODE)  # a word's letters and digits outside Hangul
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 
 # Kiwi tags whose morphemes carry meaning: nouns, numerals, pronouns, verb/adjective stems, roots,
@@ -59,7 +62,7 @@ class AnalyzerConfig:
     def signature(self) -> str:
         """Changes whenever analysis changes, so an index built with other settings can be detected."""
         flags = "".join(name[0] for name in ("stem", "stopwords", "morphemes", "bigrams") if getattr(self, name))
-        return f"v1:{flags}"
+        return f"v2:{flags}"  # v2: Latin and digit runs split from Hangul inside a word
 
 
 class _Kiwi:
@@ -122,9 +125,9 @@ class Analyzer:
         """The terms of `text`, in order, with repeats (BM25 counts them)."""
         text = unicodedata.normalize("NFKC", text or "")
         words = _WORD.findall(text)
-        latin = [w for w in words if not _HANGUL_CHAR.search(w)]
+        latin = [run for w in words for run in _NON_HANGUL_RUN.findall(w)]
         out = self._latin(latin)
-        if len(latin) != len(words):
+        if any(_HANGUL_CHAR.search(w) for w in words):
             out.extend(self._korean(text))
         return [t for t in out if len(t) <= MAX_TOKEN_LENGTH]
 

@@ -30,6 +30,7 @@ import numpy as np
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from knowledge.search.analysis import analyzer_for
+from knowledge.search.language import lexical_coverage
 from knowledge.search.postings import Postings, binary_cursor, unpack
 
 
@@ -43,8 +44,9 @@ class KbParams:
 
 
 def _read_index(*, tenant, kb_ids: list[int], terms: list[str], using: str) -> tuple[dict, dict, dict]:
-    """The KBs' statistics, their query terms' statistics and the terms' posting blocks, in one statement (each
-    round trip to the database costs as much as scoring thousands of postings, more on a busy machine)."""
+    """The KBs' statistics, their query terms' statistics and the terms' postings (in chunk-id order), in one
+    statement (each round trip to the database costs as much as scoring thousands of postings, more on a busy
+    machine)."""
     stats: dict[int, dict] = {}
     found: dict[tuple[int, str], tuple] = {}
     blocks: dict[tuple[int, str], list[Postings]] = {}
@@ -70,7 +72,7 @@ def _read_index(*, tenant, kb_ids: list[int], terms: list[str], using: str) -> t
             parts = blocks.setdefault((kb_id, term), [])
             if data is not None:
                 parts.append(unpack(first, size, data))
-    return stats, found, blocks
+    return stats, found, {key: _ordered(parts) for key, parts in blocks.items()}
 
 
 def _average_idf(kb_id: int, stats: dict, using: str) -> float:
@@ -128,13 +130,13 @@ def query_terms(query: str, language: str) -> Counter:
     return Counter(analyzer_for(language).tokens(query))
 
 
-# Below this many postings in all, aggregating every posting is as fast as pruning.
-PRUNE_ABOVE_POSTINGS = 20_000
+# Below this many postings in all, aggregating every posting (~12 ns each) costs less than finding a threshold.
+PRUNE_ABOVE_POSTINGS = 100_000
 # Postings the threshold step may read; it takes the most selective terms up to this (at least one term).
 THRESHOLD_POSTINGS = 30_000
-# Completing one candidate in one skipped term (a binary search) costs about as much as aggregating this many
-# postings (measured; aggregation sorts).
-COMPLETION_COST = 1
+# Completing one candidate in one skipped term (a binary search, ~35 ns) costs about as much as aggregating
+# this many postings (measured on the Korean benchmark corpus).
+COMPLETION_COST = 3
 _SLACK = 1e-9  # float sums in a different order may differ in the last bits
 # Aggregation sums into an array over the postings' chunk-id range when it is at most this many times the
 # number of postings; chunk ids spread wider (a KB filled slowly among busy tenants) are sorted instead.
@@ -159,9 +161,22 @@ class QueryTerm:
         tfs, lengths = self.postings.tfs, self.postings.lengths
         if positions is not None:
             tfs, lengths = tfs[positions], lengths[positions]
-        tfs = tfs.astype(np.float64)
-        return (self.weight * (self.k1 + 1)) * tfs / (tfs + self.k1 * (1 - self.b)
-                                                      + (self.k1 * self.b / self.avglen) * lengths)
+        denominator = lengths * (self.k1 * self.b / self.avglen)  # in place from here: fewer temporaries
+        denominator += tfs
+        denominator += self.k1 * (1 - self.b)
+        scores = tfs * (self.weight * (self.k1 + 1))
+        scores /= denominator
+        return scores
+
+
+def _coverage(counts: dict[int, Counter], stats: dict[int, dict], found: dict) -> float:
+    dfs: Counter = Counter()
+    for (_kb_id, term), (df, _max_tf, _min_length) in found.items():
+        dfs[term] += df
+    qtf: Counter = Counter()
+    for kb_counts in counts.values():
+        qtf |= kb_counts  # the largest count of each term
+    return lexical_coverage([(q, dfs[term]) for term, q in qtf.items()], sum(s["n"] for s in stats.values()))
 
 
 def _tf_part(tf: float, length: float, k1: float, b: float, avglen: float) -> float:
@@ -169,13 +184,17 @@ def _tf_part(tf: float, length: float, k1: float, b: float, avglen: float) -> fl
 
 
 def _query_terms(*, tenant, kbs: list[KbParams], query: str, document_ids: list[int] | None,
-                 using: str) -> list[QueryTerm]:
-    """The query's terms in each KB with their weights, bounds and postings (in the given documents only)."""
+                 using: str, trace: dict) -> list[QueryTerm]:
+    """The query's terms in each KB with their weights, bounds and postings (in the given documents only).
+    Also notes in `trace` the query's lexical coverage of the KBs taken together (language.lexical_coverage),
+    from the statistics this read anyway: fusion weighs the sides by it."""
     counts = {p.kb_id: query_terms(query, p.language) for p in kbs}
     all_terms = sorted({t for c in counts.values() for t in c})
     if not all_terms:
+        trace["lexical_coverage"] = 1.0
         return []
     stats, found, blocks = _read_index(tenant=tenant, kb_ids=[p.kb_id for p in kbs], terms=all_terms, using=using)
+    trace["lexical_coverage"] = _coverage(counts, stats, found)
     allowed = _chunks_of(tenant, document_ids, using) if document_ids is not None else None
     union = _union_statistics(kbs, stats, found, using)
     out = []
@@ -201,7 +220,7 @@ def _query_terms(*, tenant, kbs: list[KbParams], query: str, document_ids: list[
             # Unknown bounds (an index from before they were kept): the tf part never reaches k1 + 1.
             best = (_tf_part(max_tf, min_length, p.k1, p.b, avglen) if max_tf and min_length is not None
                     else p.k1 + 1)
-            postings = _ordered(blocks.get((p.kb_id, term), []))
+            postings = blocks.get((p.kb_id, term)) or Postings.empty()
             if allowed is not None:
                 keep = np.isin(postings.ids, allowed)
                 postings = Postings(postings.ids[keep], postings.tfs[keep], postings.lengths[keep])
@@ -332,10 +351,10 @@ def bm25_search(*, tenant, kbs: list[KbParams], query: str, limit: int, document
     `using`: the database alias to read (a replica, config.replicas)."""
     if not kbs or limit <= 0:
         return []
-    terms = _query_terms(tenant=tenant, kbs=kbs, query=query, document_ids=document_ids, using=using)
+    trace = trace if trace is not None else {}
+    terms = _query_terms(tenant=tenant, kbs=kbs, query=query, document_ids=document_ids, using=using, trace=trace)
     if not terms:
         return []
-    trace = trace if trace is not None else {}
     trace.update(terms=len(terms), postings=sum(len(t.postings) for t in terms), pruned=False)
     if (not prune or len(terms) == 1 or trace["postings"] <= PRUNE_ABOVE_POSTINGS
             or any(t.weight <= 0 for t in terms)):  # a negative weight breaks the bounds' arithmetic
@@ -348,16 +367,21 @@ def bm25_search(*, tenant, kbs: list[KbParams], query: str, limit: int, document
     if theta is None:
         return _top(*_aggregate(terms), terms, limit)
     scan, below = _essential(terms, theta)
-    if not _pruning_can_pay(terms, scan):
-        # Completing (at worst) every essential posting's chunk would cost more than aggregating the other
-        # terms' postings too: the query is all common words; aggregate everything once.
-        trace["fallback"] = "common-words"
-        return _top(*_aggregate(terms), terms, limit)
     essential = [t for t, scanned in zip(terms, scan, strict=True) if scanned]
-    trace.update(pruned=True, scanned_terms=len(essential),
-                 scanned_postings=sum(len(t.postings) for t in essential))
+    rest = [t for t, scanned in zip(terms, scan, strict=True) if not scanned]
     ids, partial = _aggregate(essential)
     keep = partial >= theta - below - _SLACK
     ids, partial = ids[keep], partial[keep]
-    rest = [t for t, scanned in zip(terms, scan, strict=True) if not scanned]
-    return _top(ids, _complete(ids, partial, rest), terms, limit)
+    skipped = sum(len(t.postings) for t in rest)
+    if len(ids) * len(rest) * COMPLETION_COST < skipped:
+        trace.update(pruned=True, scanned_terms=len(essential), scanned_postings=trace["postings"] - skipped)
+        return _top(ids, _complete(ids, partial, rest), terms, limit)
+    # So many candidates survive that summing the other terms' postings costs less than a binary search per
+    # candidate and term.
+    trace["fallback"] = "many-candidates"
+    rest_ids, rest_sums = _aggregate(rest)
+    at = np.searchsorted(rest_ids, ids)
+    hit = at < len(rest_ids)
+    hit[hit] = rest_ids[at[hit]] == ids[hit]
+    partial[hit] += rest_sums[at[hit]]
+    return _top(ids, partial, terms, limit)

@@ -51,22 +51,30 @@ def embed_query(*, tenant, model: str, text: str, usage=None) -> np.ndarray:
 
 
 def dense_search(*, tenant, kb_ids: list[int], dim: int, vector, limit: int, document_ids: list[int] | None = None,
-                 using: str = DEFAULT_DB_ALIAS) -> list[tuple[int, float]]:
+                 model: str | None = None, using: str = DEFAULT_DB_ALIAS) -> list[tuple[int, float]]:
     """Top `limit` (chunk_id, cosine similarity) among the KBs' chunks of dimension `dim`, best first, read
-    from the database alias `using` (a replica, config.replicas)."""
+    from the database alias `using` (a replica, config.replicas). `model`: the model that embedded `vector`;
+    only KBs whose vectors are that model's are searched, judged in the same statement (snapshot) that reads
+    them, so a vector upgrade switching a KB meanwhile (knowledge.vectors) gives no hits rather than a mix."""
     if not kb_ids or limit <= 0:
         return []
     dim = int(dim)
     literal = vector_literal(vector)
     doc_filter = "AND document_id = ANY(%s)" if document_ids is not None else ""
-    params: list = [literal, tenant.pk, list(kb_ids), dim]
+    kb_filter = "kb_id = ANY(%s)"
+    kb_params: list = [list(kb_ids)]
+    if model is not None:  # an InitPlan, evaluated once
+        kb_filter = ("kb_id = ANY(ARRAY(SELECT id FROM knowledge_knowledgebase WHERE id = ANY(%s) "
+                     "AND embedding_model = %s))")
+        kb_params.append(model)
+    params: list = [literal, tenant.pk, *kb_params, dim]
     if document_ids is not None:
         params.append(list(document_ids))
     params += [literal, limit]
     sql = f"""
         SELECT id, embedding::vector({dim}) <=> %s::vector({dim}) AS distance
         FROM knowledge_chunk
-        WHERE tenant_id = %s AND kb_id = ANY(%s) AND embedding_dim = %s AND embedding IS NOT NULL {doc_filter}
+        WHERE tenant_id = %s AND {kb_filter} AND embedding_dim = %s AND embedding IS NOT NULL {doc_filter}
         ORDER BY embedding::vector({dim}) <=> %s::vector({dim})
         LIMIT %s
     """

@@ -16,15 +16,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterable
 
 from django.db import DEFAULT_DB_ALIAS
-from django.db.models import Sum
 
 from knowledge.models import Chunk
-from knowledge.search.analysis import analyzer_for, hangul_ratio
-from knowledge.search.models import IndexStats, TermStat
+from knowledge.search.analysis import hangul_ratio
 
 KOREAN, ENGLISH = "ko", "en"
 
@@ -94,15 +91,3 @@ def lexical_coverage(terms: Iterable[tuple[int, int]], chunk_count: int) -> floa
             weight = qtf * unseen
         total += weight
     return matched / total if total > 0 else 1.0
-
-
-def kb_lexical_coverage(*, tenant, kb_ids: list[int], query: str, using: str = DEFAULT_DB_ALIAS) -> float:
-    """lexical_coverage of `query` over the KBs' BM25 indexes taken together (one read of the query terms'
-    document frequencies)."""
-    counts = Counter(analyzer_for().tokens(query))
-    if not counts:
-        return 1.0
-    chunk_count = IndexStats.objects.using(using).filter(tenant=tenant, kb_id__in=kb_ids).aggregate(n=Sum("chunk_count"))["n"]
-    dfs = dict(TermStat.objects.using(using).filter(tenant=tenant, kb_id__in=kb_ids, term__in=list(counts)).values("term")
-               .annotate(df=Sum("df")).values_list("term", "df"))
-    return lexical_coverage([(qtf, dfs.get(term, 0)) for term, qtf in counts.items()], chunk_count or 0)

@@ -40,6 +40,14 @@ def insert_blocks(cursor, *, tenant_id: int, kb_id: int, postings: dict[str, Pos
     _insert(cursor, tenant_id=tenant_id, kb_id=kb_id, rows=rows, fresh=fresh)
 
 
+def insert_runs(cursor, *, tenant_id: int, kb_id: int, terms: list[str], runs: tuple, fresh: bool) -> None:
+    """insert_blocks() of postings given as flat arrays (chunk ids, tfs, lengths, run starts: one run per term of
+    the sorted `terms`), packed in one pass (postings.cut_lists)."""
+    owners, blocks = codec.cut_lists(*runs)
+    _insert(cursor, tenant_id=tenant_id, kb_id=kb_id, rows=[(terms[o], b) for o, b in zip(owners, blocks, strict=True)],
+            fresh=fresh)
+
+
 def _insert(cursor, *, tenant_id: int, kb_id: int, rows: list[tuple[str, Block]], fresh: bool) -> None:
     # COPY is refused under row-level security: one INSERT of parallel arrays per few thousand blocks.
     for start in range(0, len(rows), 5000):

@@ -32,7 +32,7 @@ from knowledge.search.bm25 import KbParams, bm25_search
 from knowledge.search.config import RetrievalSettings, SettingsError, clean_settings, settings_for
 from knowledge.search.dense import dense_search, embed_query
 from knowledge.search.fusion import Fused, fuse, mmr, near_duplicates, side_weights
-from knowledge.search.language import kb_language, kb_lexical_coverage, query_language
+from knowledge.search.language import kb_language, query_language
 from knowledge.search.types import SearchHit, SearchResult
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def _dense_side(*, tenant, kbs: list[KnowledgeBase], query: str, cfg: RetrievalS
         timings["embed_ms"] = timings.get("embed_ms", 0) + _ms(start)
         start = time.perf_counter()
         hits.extend(dense_search(tenant=tenant, kb_ids=ids, dim=dim, vector=vector, limit=cfg.candidates,
-                                 document_ids=document_ids, using=using))
+                                 document_ids=document_ids, model=model, using=using))
         timings["dense_ms"] = timings.get("dense_ms", 0) + _ms(start)
     if len(groups) > 1:
         hits.sort(key=lambda h: (-h[1], h[0]))
@@ -106,6 +106,7 @@ def _candidates_for_query(*, tenant, kbs: list[KnowledgeBase], query: str, cfg: 
     timings = result.timings_ms
     bm25_hits: list[tuple[int, float]] = []
     dense_hits: list[tuple[int, float]] = []
+    bm25_trace: dict = {}
     dense = None
     if cfg.mode in ("hybrid", "dense"):
         dense = functools.partial(_dense_side, tenant=tenant, kbs=kbs, query=query, cfg=cfg,
@@ -116,7 +117,7 @@ def _candidates_for_query(*, tenant, kbs: list[KnowledgeBase], query: str, cfg: 
         start = time.perf_counter()
         params = [KbParams(kb.pk, kb.language, per_kb[kb.pk].k1, per_kb[kb.pk].b, per_kb[kb.pk].epsilon) for kb in kbs]
         bm25_hits = bm25_search(tenant=tenant, kbs=params, query=query, limit=cfg.candidates,
-                                document_ids=document_ids, using=using)
+                                document_ids=document_ids, trace=bm25_trace, using=using)
         timings["bm25_ms"] = timings.get("bm25_ms", 0) + _ms(start)
     if dense is not None:
         dense_hits, failed, side_timings = dense.result() if isinstance(dense, Future) else dense()
@@ -131,7 +132,8 @@ def _candidates_for_query(*, tenant, kbs: list[KnowledgeBase], query: str, cfg: 
     if cfg.mode == "dense":
         return _ranked(dense_hits, "dense")
     start = time.perf_counter()
-    weights = _side_weights(tenant=tenant, kbs=kbs, query=query, cfg=cfg, using=using)
+    weights = _side_weights(tenant=tenant, kbs=kbs, query=query, cfg=cfg, using=using,
+                            coverage=bm25_trace.get("lexical_coverage", 1.0))
     if result.weights is None:  # the question's own weighting (expansion queries come after it)
         result.weights = weights
     timings["weights_ms"] = timings.get("weights_ms", 0) + _ms(start)
@@ -139,9 +141,10 @@ def _candidates_for_query(*, tenant, kbs: list[KnowledgeBase], query: str, cfg: 
                 dense_weight=weights["dense"], rrf_k=cfg.rrf_k)
 
 
-def _side_weights(*, tenant, kbs: list[KnowledgeBase], query: str, cfg: RetrievalSettings, using: str) -> dict:
-    """This query's fusion weights (fusion.side_weights) and the evidence they rest on."""
-    coverage = kb_lexical_coverage(tenant=tenant, kb_ids=[kb.pk for kb in kbs], query=query, using=using)
+def _side_weights(*, tenant, kbs: list[KnowledgeBase], query: str, cfg: RetrievalSettings, using: str,
+                  coverage: float) -> dict:
+    """This query's fusion weights (fusion.side_weights) and the evidence they rest on. `coverage`: the query's
+    lexical coverage of the KBs, which the BM25 side measured from the statistics it read."""
     language, passages = query_language(query), kb_language(tenant=tenant, kbs=kbs, using=using)
     weights = side_weights(bm25_weight=cfg.bm25_weight, dense_weight=cfg.effective_dense_weight(kbs[0].embedding_model),
                            coverage=coverage, cross_language=bool(language and passages) and language != passages)

@@ -2,8 +2,9 @@
 
 Ingestion calls these hooks:
 
-    postings_index_document(*, tenant, document)  after every chunk of a document version is stored
-                                                   (replaces that document's postings; idempotent)
+    postings_index_document(*, tenant, document[, terms])  after every chunk of a document version is stored
+                                                   (replaces that document's postings; idempotent; `terms`:
+                                                   the chunks' terms analysed ahead, a ChunkTerms)
     postings_delete_document(*, tenant, document_id)  before a document's chunks are deleted or replaced
 
 Indexing one document writes one small "fresh" block per term (cheap, whatever the KB's size) and counts the
@@ -26,7 +27,8 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from accounts.tenancy import tenant_scope
+from accounts.models import Tenant
+from accounts.tenancy import system_scope, tenant_scope
 from config import replicas
 from knowledge.models import Chunk, Document, KnowledgeBase
 from knowledge.search import merging
@@ -88,45 +90,97 @@ class _Analysed:
         return {names[terms[s]]: Postings(chunks[s:e], tfs[s:e], lengths[s:e]) for s, e in zip(starts, ends,
                                                                                                 strict=True)}
 
+    def runs(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The same postings as flat arrays ordered by term (as sorted() orders names), then chunk id: the terms
+        that have postings, the chunk ids, tfs, lengths, and where each term's run starts."""
+        names = sorted(self.term_ids)
+        rank = np.empty(len(names), np.int64)
+        rank[[self.term_ids[name] for name in names]] = np.arange(len(names))
+        terms = rank[np.frombuffer(self.term_col, np.int64)]
+        chunks = np.frombuffer(self.chunk_col, np.int64)
+        order = np.lexsort((chunks, terms))
+        terms = terms[order]
+        starts = np.flatnonzero(np.r_[True, terms[1:] != terms[:-1]]) if len(terms) else np.empty(0, np.int64)
+        return ([names[r] for r in terms[starts].tolist()], chunks[order],
+                np.frombuffer(self.tf_col, np.int64)[order], np.frombuffer(self.length_col, np.int64)[order], starts)
 
-def _analyse(kb: KnowledgeBase, documents: list[tuple[int, str, int]]) -> _Analysed:
-    """Analyse the stored chunks of `documents` [(id, title, version)]."""
+
+class ChunkTerms:
+    """The BM25 terms of one document's chunks, analysed ahead of indexing: ingestion analyses each stored batch
+    while the next one embeds. Indexing the document takes them for every stored chunk whose title, heading
+    path and text are the ones analysed here, and analyses any other chunk as usual."""
+
+    def __init__(self, *, kb: KnowledgeBase, document_id: int, title: str):
+        self.analyzer = analyzer_for_kb(kb)
+        self.document_id, self.title = document_id, title
+        self.term_ids: dict[str, int] = {}
+        self._chunks: dict[int, tuple] = {}  # ordinal -> heading path, text, term ids, tfs, length
+
+    def add(self, *, ordinal: int, heading_path: str, text: str) -> None:
+        tokens = self.analyzer.tokens(index_text(title=self.title, heading_path=heading_path, text=text))
+        self._chunks[ordinal] = (heading_path, text, *_counted(tokens, self.term_ids))
+
+    def get(self, *, ordinal: int, title: str, heading_path: str, text: str) -> tuple | None:
+        known = self._chunks.get(ordinal)
+        if known is None or title != self.title or known[0] != heading_path or known[1] != text:
+            return None
+        return known[2:]
+
+
+def _counted(tokens: list[str], term_ids: dict[str, int]) -> tuple[array, array, int]:
+    """A chunk's distinct terms (as ids in `term_ids`, new ones added), their tfs, and its length."""
+    counts = Counter(tokens)
+    return array("q", [term_ids.setdefault(t, len(term_ids)) for t in counts]), array("q", counts.values()), len(tokens)
+
+
+def _analyse(kb: KnowledgeBase, documents: list[tuple[int, str, int]], ahead: ChunkTerms | None = None) -> _Analysed:
+    """Analyse the stored chunks of `documents` [(id, title, version)], taking the terms of `ahead`'s document
+    from it where they are still right."""
     analyzer = analyzer_for_kb(kb)
     titles = {doc_id: title for doc_id, title, _v in documents}
-    out = _Analysed()
+    if ahead is not None and (list(titles) != [ahead.document_id] or ahead.analyzer.signature != analyzer.signature):
+        ahead = None
+    out = _Analysed(term_ids=ahead.term_ids if ahead is not None else {})
     for doc_id in titles:
         out.documents[doc_id] = {"chunks": 0, "length": 0, "terms": set(), "chunk_ids": []}
     rows = (Chunk.objects.filter(document_id__in=list(titles)).order_by("document_id", "ordinal")
-            .values_list("id", "document_id", "text", "heading_path"))
-    for chunk_id, doc_id, text, heading_path in rows.iterator(chunk_size=1000):
-        tokens = analyzer.tokens(index_text(title=titles[doc_id], heading_path=heading_path, text=text))
+            .values_list("id", "document_id", "ordinal", "text", "heading_path"))
+    for chunk_id, doc_id, ordinal, text, heading_path in rows.iterator(chunk_size=1000):
+        known = ahead.get(ordinal=ordinal, title=titles[doc_id], heading_path=heading_path, text=text) if ahead else None
+        term_ids, tfs, length = known or _counted(
+            analyzer.tokens(index_text(title=titles[doc_id], heading_path=heading_path, text=text)), out.term_ids)
         doc = out.documents[doc_id]
         doc["chunks"] += 1
-        doc["length"] += len(tokens)
+        doc["length"] += length
         doc["chunk_ids"].append(chunk_id)
-        for term, tf in Counter(tokens).items():
-            term_id = out.term_ids.setdefault(term, len(out.term_ids))
-            doc["terms"].add(term_id)
-            out.term_col.append(term_id)
-            out.chunk_col.append(chunk_id)
-            out.tf_col.append(tf)
-            out.length_col.append(len(tokens))
+        doc["terms"].update(term_ids)
+        out.term_col.extend(term_ids)
+        out.chunk_col.extend(array("q", [chunk_id]) * len(term_ids))
+        out.tf_col.extend(tfs)
+        out.length_col.extend(array("q", [length]) * len(term_ids))
     return out
 
 
-def _write_postings(tenant, kb: KnowledgeBase, documents: list[tuple[int, str, int]], *, fresh: bool) -> None:
+def _write_postings(tenant, kb: KnowledgeBase, documents: list[tuple[int, str, int]], *, fresh: bool,
+                    ahead: ChunkTerms | None = None) -> None:
     """Index `documents` [(id, title, version)] of `kb` from their stored chunks. Caller holds the KB lock and
     has removed their old postings. `fresh`: leave the new postings in fresh blocks for a background merge
-    (one document at a time); otherwise merge them into the KB's blocks now (bulk)."""
-    analysed = _analyse(kb, documents)
-    added = analysed.by_term()
+    (one document at a time); otherwise merge them into the KB's blocks now (bulk). `ahead`: see _analyse."""
+    analysed = _analyse(kb, documents, ahead)
     with binary_cursor() as cursor:
-        if fresh:
-            merging.insert_blocks(cursor, tenant_id=tenant.pk, kb_id=kb.pk, postings=added, fresh=True)
+        if fresh:  # one block per term and document, packed all at once
+            terms, ids, tfs, lengths, starts = analysed.runs()
+            merging.insert_runs(cursor, tenant_id=tenant.pk, kb_id=kb.pk, terms=terms, runs=(ids, tfs, lengths, starts),
+                                fresh=True)
+            stats = ([int(n) for n in np.diff(np.r_[starts, len(ids)])], np.maximum.reduceat(tfs, starts).tolist(),
+                     np.minimum.reduceat(lengths, starts).tolist()) if terms else ([], [], [])
         else:
-            merging.merge_terms(cursor, tenant_id=tenant.pk, kb_id=kb.pk, terms=sorted(added), added=added)
-        if added:
+            added = analysed.by_term()
             terms = sorted(added)
+            merging.merge_terms(cursor, tenant_id=tenant.pk, kb_id=kb.pk, terms=terms, added=added)
+            stats = ([len(added[t]) for t in terms], [int(added[t].tfs.max()) for t in terms],
+                     [int(added[t].lengths.min()) for t in terms])
+        if terms:
             # Sorted terms: a fixed lock order on term rows.
             cursor.execute(
                 """
@@ -138,8 +192,7 @@ def _write_postings(tenant, kb: KnowledgeBase, documents: list[tuple[int, str, i
                     max_tf = GREATEST(search_termstat.max_tf, EXCLUDED.max_tf),
                     min_length = LEAST(search_termstat.min_length, EXCLUDED.min_length)
                 """,
-                [tenant.pk, kb.pk, terms, [len(added[t]) for t in terms], [int(added[t].tfs.max()) for t in terms],
-                 [int(added[t].lengths.min()) for t in terms]],
+                [tenant.pk, kb.pk, terms, *stats],
             )
     names = list(analysed.term_ids)
     IndexedDocument.objects.bulk_create([
@@ -154,7 +207,6 @@ def _write_postings(tenant, kb: KnowledgeBase, documents: list[tuple[int, str, i
         chunk_count=F("chunk_count") + sum(d["chunks"] for d in analysed.documents.values()),
         total_length=F("total_length") + sum(d["length"] for d in analysed.documents.values()),
         version=F("version") + 1,
-        analyzer=analyzer_for_kb(kb).signature,
         indexed_at=timezone.now(),
         **({"fresh_documents": F("fresh_documents") + len(documents)} if fresh else {}),
     )
@@ -207,9 +259,10 @@ def _remove(tenant, document_id: int) -> None:
     record.delete()
 
 
-def postings_index_document(*, tenant, document) -> None:
+def postings_index_document(*, tenant, document, terms: ChunkTerms | None = None) -> None:
     """(Re)build the BM25 postings of `document` from its stored chunks, as fresh blocks; asks for a merge of
-    the KB's fresh blocks (after commit) every settings.SEARCH_MERGE_AFTER_DOCUMENTS documents."""
+    the KB's fresh blocks (after commit) every settings.SEARCH_MERGE_AFTER_DOCUMENTS documents. `terms`: the
+    chunks' terms analysed ahead (ChunkTerms), used where they match the stored chunks."""
     with tenant_scope(tenant), transaction.atomic():
         kb = KnowledgeBase.objects.get(pk=document.kb_id)
         _lock_stats(tenant, kb)
@@ -217,7 +270,7 @@ def postings_index_document(*, tenant, document) -> None:
         row = Document.objects.filter(pk=document.pk).values_list("title", "version").first()
         if row is None:  # the document is gone: nothing to index
             return
-        _write_postings(tenant, kb, [(document.pk, row[0], row[1])], fresh=True)
+        _write_postings(tenant, kb, [(document.pk, row[0], row[1])], fresh=True, ahead=terms)
         fresh = IndexStats.objects.filter(kb_id=kb.pk).values_list("fresh_documents", flat=True).first()
         if merging.merge_is_due(fresh or 0):
             merging.request_merge(tenant_id=tenant.pk, kb_id=kb.pk)
@@ -259,8 +312,25 @@ def index_rebuild_kb(*, tenant, kb: KnowledgeBase) -> int:
             PostingBlock.objects.filter(kb=kb).delete()
             IndexedDocument.objects.filter(kb=kb).delete()
             TermStat.objects.filter(kb=kb).delete()
+            # The signature is only set here and when the index is created: documents added to an index built with
+            # an older analyser leave it marked stale (index_rebuild_stale) until it is rebuilt whole.
             IndexStats.objects.filter(kb=kb).update(chunk_count=0, total_length=0, version=F("version") + 1,
-                                                    fresh_documents=0)
+                                                    fresh_documents=0, analyzer=analyzer_for_kb(kb).signature)
         document_ids = list(Document.objects.filter(kb=kb).order_by("pk").values_list("pk", flat=True))
         postings_index_documents(tenant=tenant, kb=kb, document_ids=document_ids)
     return len(document_ids)
+
+
+def index_rebuild_stale(*, dry_run: bool = False) -> list[tuple[int, int]]:
+    """Rebuild every KB whose BM25 index was written by another analyser version (IndexStats.analyzer differs
+    from the current signature, e.g. after an analysis change). Returns the (tenant id, KB id) pairs found."""
+    with system_scope():  # a question about every tenant's KBs
+        stale = [(tenant_id, kb_id) for tenant_id, kb_id, language, signature in
+                 IndexStats.all_tenants.values_list("tenant_id", "kb_id", "kb__language", "analyzer")
+                 if signature != analyzer_for(language).signature]
+    if not dry_run:
+        for tenant_id, kb_id in stale:
+            tenant = Tenant.objects.get(pk=tenant_id)
+            with tenant_scope(tenant):
+                index_rebuild_kb(tenant=tenant, kb=KnowledgeBase.objects.get(pk=kb_id))
+    return stale

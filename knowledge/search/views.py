@@ -22,6 +22,7 @@ from knowledge.search.evaluation.runs import eval_run_is_stale
 from knowledge.search.forms import EvalQuestionForm, EvalUploadForm, RetrievalSettingsForm, TestSearchForm
 from knowledge.search.models import EvalQuestion, EvalRun
 from knowledge.search.selectors import SearchError, search, search_payer
+from knowledge.selectors import kb_vectors
 from knowledge.services import kb_update
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
@@ -44,7 +45,8 @@ def retrieval_test(request, kb_id: int):
         except (SearchError, QuotaExceeded) as exc:
             error = exc.message
     uncovered = result is not None and probably_not_covered(result, embedding_models=[kb.embedding_model])
-    context = {"kb": kb, "form": form, "result": result, "error": error, "uncovered": uncovered, "tab": "test"}
+    context = {"kb": kb, "form": form, "result": result, "error": error, "uncovered": uncovered, "tab": "test",
+               "vectors": kb_vectors(tenant=request.tenant, kb=kb)}
     template = "knowledge/search/_test_results.html" if request.htmx else "knowledge/search/test.html"
     return render(request, template, context)
 

@@ -54,8 +54,9 @@ def processes(port: int = 8000, host: str = "127.0.0.1") -> list[Process]:
         while words and re.fullmatch(r"\w+=.*", words[0]):
             name, _sep, value = words.pop(0).partition("=")
             env[name] = value
-        program, *args = words
-        argv = [sys.executable, "-m", program, *args]
+        niced = words[:3] if words[:2] == ["nice", "-n"] else []  # a background worker runs niced
+        program, *args = words[len(niced):]
+        argv = [*niced, sys.executable, "-m", program, *args]
         name = "web" if program == "uvicorn" else (args[args.index("-n") + 1].split("-", 1)[0] if "-n" in args
                                                     else "worker")
         found.append(Process(name=name, argv=argv, env=env))

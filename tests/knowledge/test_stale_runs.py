@@ -13,6 +13,7 @@ from config import jobs
 from knowledge import pipeline
 from knowledge.embeddings import get_embedder
 from knowledge.models import Chunk, Document
+from knowledge.search.analysis import analyzer_for
 from tests.factories.knowledge import make_document, make_kb
 
 SENTENCE = "사내 문서 검색은 질문에 맞는 단락을 찾아 출처와 함께 보여 줍니다. Retrieval finds passages for questions."
@@ -88,6 +89,9 @@ def test_an_embedding_batch_longer_than_the_stale_limit_does_not_make_a_live_run
     kb = make_kb(tenant_a.tenant, name="Slow")
     document = make_document(tenant_a.tenant, kb, name="slow.txt", data=long_text())
     _slow_batches(monkeypatch, seconds=2.5, batches=2)  # each batch is 2.5x the stale limit
+    # Loading Kiwi holds the GIL (and so the beat thread) for seconds, once per worker process: not this test's
+    # subject, and far below the real stale limit (JOBS_STALE_AFTER_SECONDS, 30).
+    analyzer_for().tokens(SENTENCE)
     sweeper = Sweeper(every=0.25)
     sweeper.start()
     try:
@@ -107,27 +111,28 @@ def test_a_run_swept_by_the_job_sweep_stops_beating_and_writes_nothing(tenant_a,
     settings.INGEST_EMBED_BATCH = 4
     kb = make_kb(tenant_a.tenant, name="Swept")
     document = make_document(tenant_a.tenant, kb, name="swept.txt", data=long_text())
-    embedder_cls = type(get_embedder("use-multilingual"))
-    original = embedder_cls.embed_documents
+    original = pipeline.Run._store_batch
     seen = {}
 
-    def swept_during_second_batch(self, texts, **kwargs):
+    def swept_before_the_second_batch_is_stored(self, *args, **kwargs):
+        # Between batches, in the run's own thread (the next batch may be embedding ahead in another one).
         seen["n"] = seen.get("n", 0) + 1
         if seen["n"] == 2:
             # The sweep decides this run is dead (as after a long network partition) and hands it on.
             settings.JOBS_STALE_AFTER_SECONDS = 0
+            time.sleep(0.01)  # the last beat is in the past by the database clock
             assert jobs.sweep_kind(pipeline.INGEST_JOB)["requeued"] == 1
             seen["chunks_at_sweep"] = _chunks(tenant_a.tenant, document)
             time.sleep(0.5)  # several beat intervals: a beat now must not revive the claim
-        return original(self, texts, **kwargs)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(embedder_cls, "embed_documents", swept_during_second_batch)
+    monkeypatch.setattr(pipeline.Run, "_store_batch", swept_before_the_second_batch_is_stored)
     assert pipeline.run_document(document_id=document.pk, force=True) == "superseded"
     after = _doc(document.pk)
     assert after.status == Document.Status.QUEUED and after.claim_token == ""
     assert _chunks(tenant_a.tenant, document) == seen["chunks_at_sweep"] == 4  # the second batch was not written
 
-    monkeypatch.setattr(embedder_cls, "embed_documents", original)
+    monkeypatch.setattr(pipeline.Run, "_store_batch", original)
     assert pipeline.run_document(document_id=document.pk, force=True) == "ready"
     finished = _doc(document.pk)
     with tenant_scope(tenant_a.tenant):

@@ -312,3 +312,22 @@ def test_a_document_frequency_read_above_the_chunk_count_does_not_fail_the_searc
                            limit=5)
         first = Chunk.objects.get(kb=kb, ordinal=0)
     assert [cid for cid, _ in hits] == [first.pk]
+
+
+def test_many_surviving_candidates_add_the_other_terms_by_aggregation_with_the_same_result(zipf_kb, monkeypatch):
+    from knowledge.search import bm25
+
+    tenant, kb, _docs = zipf_kb
+    monkeypatch.setattr(bm25, "_pruning_can_pay", lambda terms, scan: True)
+    monkeypatch.setattr(bm25, "COMPLETION_COST", 10**6)  # binary searches priced out after the threshold
+    params = [KbParams(kb.pk, kb.language, 1.2, 0.75, 0.25)]
+    taken = 0
+    with tenant_scope(tenant):
+        for query in _queries(15, 20):
+            trace: dict = {}
+            got = bm25_search(tenant=tenant, kbs=params, query=query, limit=10, trace=trace)
+            full = bm25_search(tenant=tenant, kbs=params, query=query, limit=10, prune=False)
+            assert [cid for cid, _s in got] == [cid for cid, _s in full], query
+            assert [s for _c, s in got] == pytest.approx([s for _c, s in full], abs=1e-9)
+            taken += trace.get("fallback") == "many-candidates"
+    assert taken >= 5

@@ -5,10 +5,10 @@ import math
 import pytest
 
 from accounts.tenancy import tenant_scope
+from knowledge.search.bm25 import KbParams, bm25_search
 from knowledge.search.fusion import CROSS_LANGUAGE_TRUST, side_weights
 from knowledge.search.language import (
     kb_language,
-    kb_lexical_coverage,
     lexical_coverage,
     query_language,
     text_language,
@@ -77,12 +77,21 @@ def test_kb_language_from_setting_or_content(tenant_a):
         assert kb_language(tenant=tenant, kbs=[english, korean]) == ""
 
 
-def test_kb_lexical_coverage_reads_the_index(tenant_a, tenant_b):
+def _coverage(tenant, kb, query: str) -> float:
+    trace: dict = {}
+    bm25_search(tenant=tenant, kbs=[KbParams(kb.pk, kb.language, 1.2, 0.75, 0.25)], query=query, limit=5, trace=trace)
+    return trace["lexical_coverage"]
+
+
+def test_the_bm25_side_measures_the_lexical_coverage_from_the_index(tenant_a, tenant_b):
     kb = make_search_kb(tenant_a.tenant)
-    make_indexed_document(tenant_a.tenant, kb, ["Refunds are possible within 30 days.", "Shipping takes 3 days."])
+    make_indexed_document(tenant_a.tenant, kb, ["Refunds are possible within 30 days.", "Shipping takes 3 days.",
+                                                "Our office is in Seoul."])
     with tenant_scope(tenant_a.tenant):
-        assert kb_lexical_coverage(tenant=tenant_a.tenant, kb_ids=[kb.pk], query="refunds shipping") == pytest.approx(1.0)
-        assert kb_lexical_coverage(tenant=tenant_a.tenant, kb_ids=[kb.pk], query="환불 기간") == 0.0
+        assert _coverage(tenant_a.tenant, kb, "refunds shipping") == pytest.approx(1.0)
+        assert _coverage(tenant_a.tenant, kb, "환불 기간") == 0.0
+        assert 0 < _coverage(tenant_a.tenant, kb, "refunds 환불") < 1
+        assert _coverage(tenant_a.tenant, kb, "!!") == 1.0  # no terms: nothing to miss
     # Another tenant's index is not read, even with the KB's id: nothing there, nothing to weigh.
     with tenant_scope(tenant_b.tenant):
-        assert kb_lexical_coverage(tenant=tenant_b.tenant, kb_ids=[kb.pk], query="refunds shipping") == 1.0
+        assert _coverage(tenant_b.tenant, kb, "refunds shipping") == 1.0
