@@ -69,3 +69,19 @@ def eval_subset(eval_dir: Path, dataset: str, *, queries: int, distractors: int)
     if answers is not None:
         write("answers.jsonl", [answers[str(q["id"])] for q in picked])
     return root
+
+
+def load_passages(eval_dir: Path, dataset: str, limit: int) -> list[dict]:
+    """The first `limit` passages (0: all) of a ../shared/eval corpus; exits saying so when it is absent (the
+    benchmarks read ../shared/eval, never a copy in the repository)."""
+    path = eval_dir / dataset / "corpus.jsonl"
+    if not path.exists():
+        raise SystemExit(f"{path} not found (the benchmark reads ../shared/eval, never a copy in the repository)")
+    passages = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                passages.append(json.loads(line))
+                if limit and len(passages) >= limit:
+                    break
+    return passages

@@ -37,7 +37,7 @@ from pathlib import Path
 import django
 import psutil
 from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
-from common import SMOKE_HELP
+from common import SMOKE_HELP, load_passages
 from django.conf import settings
 from django.core.files import File
 from django.core.management import call_command
@@ -61,18 +61,6 @@ def parse_args():
     if args.smoke:
         args.limit, args.per_file, args.timeout = 40, 10, 120.0
     return args
-
-
-def load_passages(dataset: str, limit: int) -> list[dict]:
-    path = EVAL_DIR / dataset / "corpus.jsonl"
-    passages = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                passages.append(json.loads(line))
-                if limit and len(passages) >= limit:
-                    break
-    return passages
 
 
 def write_files(passages: list[dict], per_file: int, folder: Path) -> list[Path]:
@@ -161,7 +149,7 @@ def main():
     with system_scope():
         Tenant.objects.filter(slug__startswith="bench-ingest-",
                               created_at__lt=timezone.now() - timedelta(hours=1)).delete()
-    passages = load_passages(args.dataset, args.limit)
+    passages = load_passages(EVAL_DIR, args.dataset, args.limit)
     tmp = Path(tempfile.mkdtemp(prefix="ragdesk-bench-"))
     files = write_files(passages, args.per_file, tmp)
     tenant = Tenant.objects.create(name="bench ingest", slug=f"bench-ingest-{uuid.uuid4().hex[:8]}")

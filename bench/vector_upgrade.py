@@ -24,7 +24,7 @@ from pathlib import Path
 
 import django
 from benchdb import use_bench_database  # bench/ is on sys.path when run as a script
-from common import SMOKE_HELP
+from common import SMOKE_HELP, load_passages
 from django.core.management import call_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,20 +46,6 @@ def parse_args():
     return args
 
 
-def load_passages(dataset: str, limit: int) -> list[dict]:
-    path = EVAL_DIR / dataset / "corpus.jsonl"
-    if not path.exists():
-        sys.exit(f"{path} not found (the benchmark reads ../shared/eval, never a copy in the repository)")
-    passages = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                passages.append(json.loads(line))
-                if len(passages) >= limit:
-                    break
-    return passages
-
-
 def main():
     args = parse_args()
     use_bench_database("ragdesk_bench_vectors", smoke=args.smoke)
@@ -72,7 +58,7 @@ def main():
     from knowledge.models import Chunk, KnowledgeBase
 
     call_command("migrate", verbosity=0)
-    passages = load_passages(args.dataset, args.limit)
+    passages = load_passages(EVAL_DIR, args.dataset, args.limit)
     tenant = Tenant.objects.create(name="bench vectors", slug=f"bench-vectors-{uuid.uuid4().hex[:8]}")
     get_embedder(args.source).embed_documents(["warm up"])  # model loading is not what is measured
     get_embedder(args.target).embed_documents(["warm up"])

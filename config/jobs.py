@@ -212,6 +212,18 @@ class Kind:
     on_waiting: Callable[[QuerySet, datetime], dict] | None = None  # all of the kind's jobs: work nobody took
 
 
+def requeue_or_fail(dead: QuerySet, now: datetime, *, max_attempts: int, failed: dict, requeued: dict,
+                    label: str) -> dict:
+    """The usual on_stale: a dead run's job goes back to waiting (`requeued` fields), or fails (`failed` fields)
+    once it has been claimed `max_attempts` times; the claim and dispatch are cleared either way."""
+    cleared = {"claim_token": "", "dispatched_at": None, "updated_at": now}
+    given_up = dead.filter(attempts__gte=max_attempts).update(**cleared, finished_at=now, **failed)
+    back = dead.filter(attempts__lt=max_attempts).update(**cleared, **requeued)
+    if given_up or back:
+        log.warning("%s: %s stalled runs requeued, %s given up", label, back, given_up)
+    return {"requeued": back, "failed": given_up}
+
+
 _kinds: dict[str, Kind] = {}
 
 

@@ -447,16 +447,11 @@ def request_dispatch() -> None:
 def _requeue_dead_runs(dead: QuerySet, now: datetime) -> dict:
     """Runs whose worker died go back to the queue; a document that keeps crashing workers fails."""
     max_attempts = settings.INGEST_MAX_ATTEMPTS
-    given_up = dead.filter(attempts__gte=max_attempts).update(
-        status=FAILED, claim_token="", dispatched_at=None, finished_at=now, updated_at=now,
-        error=f"Processing was interrupted {max_attempts} times (the file may be too large for the worker).",
-    )
-    requeued = dead.filter(attempts__lt=max_attempts).update(
-        status=QUEUED, claim_token="", dispatched_at=None, retry_at=None, updated_at=now, error=MSG_INTERRUPTED,
-    )
-    if given_up or requeued:
-        log.warning("ingest: %s stalled runs requeued, %s given up", requeued, given_up)
-    return {"requeued": requeued, "failed": given_up}
+    return jobs.requeue_or_fail(
+        dead, now, max_attempts=max_attempts, label="ingest",
+        failed={"status": FAILED, "error": f"Processing was interrupted {max_attempts} times (the file may be too "
+                                            "large for the worker)."},
+        requeued={"status": QUEUED, "retry_at": None, "error": MSG_INTERRUPTED})
 
 
 def _resend_lost(documents: QuerySet, now: datetime) -> dict:

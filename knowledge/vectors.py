@@ -180,14 +180,10 @@ def request_dispatch() -> None:
 
 
 def _requeue_dead_runs(dead: QuerySet, now: datetime) -> dict:
-    given_up = dead.filter(attempts__gte=MAX_ATTEMPTS).update(
-        status=FAILED, claim_token="", dispatched_at=None, finished_at=now, updated_at=now,
-        error=f"The upgrade was interrupted {MAX_ATTEMPTS} times.")
-    requeued = dead.filter(attempts__lt=MAX_ATTEMPTS).update(
-        status=WAITING, claim_token="", dispatched_at=None, updated_at=now, error=MSG_INTERRUPTED)
-    if given_up or requeued:
-        log.warning("vectors: %s stalled upgrades requeued, %s given up", requeued, given_up)
-    return {"requeued": requeued, "failed": given_up}
+    return jobs.requeue_or_fail(
+        dead, now, max_attempts=MAX_ATTEMPTS, label="vectors",
+        failed={"status": FAILED, "error": f"The upgrade was interrupted {MAX_ATTEMPTS} times."},
+        requeued={"status": WAITING, "error": MSG_INTERRUPTED})
 
 
 def _start_and_send(upgrades: QuerySet, now: datetime) -> dict:
