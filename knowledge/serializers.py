@@ -14,9 +14,13 @@ class VectorsSerializer(serializers.Serializer):
     upgrading_to = serializers.CharField(allow_null=True, help_text="The model the vectors are being re-embedded "
                                          "with in the background; searches switch to it once all are done.")
     upgrading_to_label = serializers.CharField(allow_null=True)
+    filling = serializers.BooleanField(help_text="New documents' chunks are being embedded in the background "
+                                       "(a model too slow for ingestion to wait on); until then keyword search "
+                                       "finds them. upgrade_percent: the share of chunks with vectors.")
     upgrade_status = serializers.ChoiceField(choices=VectorUpgrade.Status.choices, allow_null=True,
                                              help_text="The last upgrade's state; null: never upgraded.")
-    upgrade_percent = serializers.IntegerField(allow_null=True, help_text="Chunks re-embedded so far, while upgrading.")
+    upgrade_percent = serializers.IntegerField(allow_null=True, help_text="Chunks embedded so far, while upgrading "
+                                               "or filling.")
     upgrade_error = serializers.CharField(allow_blank=True, help_text="Why the last upgrade stopped, when it failed.")
 
 

@@ -22,6 +22,10 @@ the same way (knowledge.services.kb_update). Searches keep using the old vectors
   * Automatic upgrades (the sweep's on_waiting): KBs on a fast packaged model (AUTO_UPGRADED) with at least one
     chunk and nothing being ingested. Other models were chosen by the operator (st:<path>) or cost money
     (openai:, gateway:), and a KB whose model an admin chose keeps it: none of these is upgraded automatically.
+  * Fills: a KB on a model that embeds in the background (e5) gets new documents' chunks without vectors from
+    ingestion (knowledge.pipeline), so they are ready for keyword search at once. `request_fill` then turns the
+    KB's row into a fill (model = the KB's own): the run embeds those chunks in place, with no switch. An
+    upgrade to another model under way needs no fill: it re-embeds every chunk before it may switch.
   * Cost: in-process models are free and not metered; a paid model an admin picks is billed through the gateway
     like ingestion (stage "embedding", one idempotency key per batch).
 """
@@ -70,6 +74,12 @@ class Superseded(Exception):
     """This run no longer owns the upgrade (a new target, the KB deleted, or swept after a stall)."""
 
 
+def settled_model(model: str) -> str:
+    """The model a KB that starts on `model` searches with once its automatic upgrade is done."""
+    target = settings.EMBEDDING_UPGRADE_MODEL
+    return target if target and model in AUTO_UPGRADED else model
+
+
 def kb_model_locked(kb_id: int) -> tuple[str, int] | None:
     """The KB's (model, dim) under a share lock held to the end of the transaction: a switch (FOR UPDATE) waits
     for writes made under it, and it waits for a switch under way. None when the KB is gone."""
@@ -114,6 +124,31 @@ def pin(*, tenant: Tenant, kb: KnowledgeBase) -> None:
         _clear_next_vectors(kb)
         VectorUpgrade.objects.create(tenant=tenant, kb=kb, model=kb.embedding_model, dim=kb.embedding_dim,
                                      origin=VectorUpgrade.Origin.ADMIN, status=DONE, finished_at=timezone.now())
+
+
+def request_fill(*, tenant: Tenant, kb: KnowledgeBase) -> None:
+    """Vectors for the chunks ingestion stored without (inside the caller's transaction, after they were
+    written). Nothing when a fill or an upgrade is under way: a fill checks for such chunks under this row's lock
+    before it ends, an upgrade re-embeds them all."""
+    with tenant_scope(tenant):
+        upgrade = VectorUpgrade.objects.select_for_update().filter(kb=kb).first()
+        if upgrade is not None and upgrade.is_active:
+            return
+        model, dim = KnowledgeBase.objects.filter(pk=kb.pk).values_list("embedding_model", "embedding_dim").get()
+        fields = {"model": model, "dim": dim, "status": WAITING, "error": "", "attempts": 0, "retry_at": None,
+                  "dispatched_at": None, "claim_token": "", "finished_at": None, **_counts(kb.pk, "embedding_dim")}
+        if upgrade is None:  # a KB created on this model: an admin's (or the operator's) choice
+            VectorUpgrade.objects.create(tenant=tenant, kb=kb, origin=VectorUpgrade.Origin.ADMIN, **fields)
+        else:  # its origin stays: a KB an admin pinned is still never upgraded automatically
+            VectorUpgrade.objects.filter(pk=upgrade.pk).update(updated_at=timezone.now(), **fields)
+        transaction.on_commit(request_dispatch)
+
+
+def _counts(kb_id: int, field: str) -> dict:
+    """Progress: the KB's chunks, and those that have their vector in `field` (embedding_dim for a fill,
+    embedding_next_dim for an upgrade)."""
+    counts = Chunk.objects.filter(kb_id=kb_id).aggregate(total=Count("id"), done=Count(field))
+    return {"chunks_done": counts["done"], "chunks_total": counts["total"]}
 
 
 def start_automatic(*, limit: int = 20) -> int:
@@ -224,26 +259,36 @@ class UpgradeRun:
         if not self.job.update(**fields):
             raise Superseded
 
-    def _progress(self) -> None:
-        counts = Chunk.objects.filter(kb_id=self.upgrade.kb_id).aggregate(total=Count("id"),
-                                                                          done=Count("embedding_next_dim"))
-        self._set(chunks_done=counts["done"], chunks_total=counts["total"])
+    def _progress(self, field: str = "embedding_next_dim") -> None:
+        self._set(**_counts(self.upgrade.kb_id, field))
+
+    def _paused(self) -> str | None:
+        """Ingestion first, and runs end well within the broker's visibility timeout."""
+        if Document.objects.filter(kb_id=self.upgrade.kb_id, status__in=ACTIVE_DOCUMENTS).exists():
+            return "yielded"
+        if time.monotonic() - self.started > SLICE_SECONDS:
+            return "sliced"
+        return None
 
     def execute(self) -> str:
-        """Embed the chunks lacking a new vector, batch by batch, then switch. "done", or "yielded" / "sliced"
-        when the run hands the job back to resume later."""
+        """Embed the chunks lacking a new vector, batch by batch, then switch (a fill: embed the chunks lacking
+        a vector, in place). "done", or "yielded" / "sliced" when the run hands the job back to resume later."""
         upgrade = self.upgrade
         embedder = get_embedder(upgrade.model)
         if embedder.dim != upgrade.dim:
             raise EmbeddingError(f"{upgrade.model} gives {embedder.dim}-dimensional vectors, not {upgrade.dim}.")
+        kb_model = KnowledgeBase.objects.filter(pk=upgrade.kb_id).values_list("embedding_model", flat=True).first()
+        if kb_model is None:
+            raise Superseded
+        if kb_model == upgrade.model:
+            return self._fill(embedder)
         chunks = Chunk.objects.filter(kb_id=upgrade.kb_id)
         self._progress()
         after, switch_tries = 0, 0
         while True:
-            if Document.objects.filter(kb_id=upgrade.kb_id, status__in=ACTIVE_DOCUMENTS).exists():
-                return "yielded"
-            if time.monotonic() - self.started > SLICE_SECONDS:
-                return "sliced"
+            paused = self._paused()
+            if paused:
+                return paused
             rows = list(chunks.filter(embedding_next_dim__isnull=True, pk__gt=after).order_by("pk")
                         .values_list("pk", "text", "heading_path")[:BATCH])
             if not rows:
@@ -264,6 +309,42 @@ class UpgradeRun:
                      for (pk, _text, _path), vector in zip(rows, vectors, strict=True)],
                     ["embedding_next", "embedding_next_dim"])
                 self._progress()
+
+    def _fill(self, embedder) -> str:
+        """The KB is on this model already: embed the chunks ingestion stored without a vector, in place."""
+        upgrade = self.upgrade
+        missing = Chunk.objects.filter(kb_id=upgrade.kb_id, embedding_dim__isnull=True)
+        self._progress("embedding_dim")
+        while True:
+            paused = self._paused()
+            if paused:
+                return paused
+            rows = list(missing.order_by("pk").values_list("pk", "text", "heading_path")[:BATCH])
+            if not rows:
+                with transaction.atomic():
+                    self._lock()  # request_fill waits on this row: chunks it saw are seen here
+                    if missing.exists():
+                        continue
+                    counts = _counts(upgrade.kb_id, "embedding_dim")
+                    self._set(status=DONE, finished_at=timezone.now(), claim_token="", dispatched_at=None, error="",
+                              **counts)
+                    replicas.note_write(tenant_id=self.tenant.pk)
+                log.info("vectors: knowledge base %s filled (%s chunks)", upgrade.kb_id, counts["chunks_total"])
+                return "done"
+            vectors = embedder.embed_documents([embed_text(text, path) for _pk, text, path in rows],
+                                               tenant=self.tenant, usage=self._usage(rows[0][0]))
+            with transaction.atomic():
+                current = kb_model_locked(upgrade.kb_id)  # an admin's new model replaces this job (Superseded)
+                self._lock()
+                if current is None or current[0] != upgrade.model:
+                    raise Superseded
+                # Only chunks still without one: a re-index may have replaced them meanwhile.
+                ids = set(missing.filter(pk__in=[pk for pk, _t, _p in rows]).values_list("pk", flat=True))
+                Chunk.objects.bulk_update(
+                    [Chunk(pk=pk, embedding=vector, embedding_dim=upgrade.dim)
+                     for (pk, _text, _path), vector in zip(rows, vectors, strict=True) if pk in ids],
+                    ["embedding", "embedding_dim"])
+                self._progress("embedding_dim")
 
     def _switch(self) -> bool:
         """All chunks have their new vector: they become the KB's, with its model, in one transaction. False when

@@ -109,7 +109,8 @@ def mmr(items: Sequence, relevance: Sequence[float], vectors: Sequence, *, lam: 
     """Maximal marginal relevance: indices of `items` in the chosen order.
 
     Each step picks argmax lam * rel(i) - (1 - lam) * max_{j chosen} cos(i, j), with relevance scaled to
-    [0, 1] over the candidates. An item without a vector is never penalised (its similarity counts as 0).
+    [0, 1] over the candidates. An item without a vector (or with another model's, from another KB) is never
+    penalised by it (its similarity counts as 0).
     """
     n = len(items)
     if n == 0:
@@ -128,7 +129,7 @@ def mmr(items: Sequence, relevance: Sequence[float], vectors: Sequence, *, lam: 
         remaining.remove(best)
         if unit[best] is not None:
             for i in remaining:
-                if unit[i] is not None:
+                if unit[i] is not None and unit[i].shape == unit[best].shape:  # KBs on other models: not comparable
                     max_sim[i] = max(max_sim[i], float(unit[i] @ unit[best]))
     return chosen
 

@@ -112,8 +112,8 @@ def _dense(tenant, kb, query):
     return [(hit.document_title, round(hit.dense_score, 5)) for hit in result.hits]
 
 
-def test_a_settled_kb_is_upgraded_then_switched_and_new_documents_embed_with_the_new_model(tenant_a, upgrades_on,
-                                                                                          fake_e5):
+def test_a_settled_kb_is_upgraded_then_switched_and_new_documents_get_the_new_models_vectors_in_the_background(
+        tenant_a, upgrades_on, fake_e5):
     tenant = tenant_a.tenant
     kb = _kb_with_documents(tenant)
     upgrade = _start(kb)
@@ -132,10 +132,17 @@ def test_a_settled_kb_is_upgraded_then_switched_and_new_documents_embed_with_the
 
     embedded = len(fake_e5.texts)
     later = make_document(tenant, kb, name="parking.txt", data="Visitors park on level two of the garage.")
-    services.document_process(tenant=tenant, document_id=later.pk)
+    assert services.document_process(tenant=tenant, document_id=later.pk).status == "ready"
+    (chunk,) = [c for c in _chunks(kb) if c.document_id == later.pk]
+    assert chunk.embedding is None and len(fake_e5.texts) == embedded  # ready without waiting for e5
+    fill = _upgrade(kb)
+    assert (fill.model, fill.status, fill.origin, fill.percent) == (E5, "waiting", "auto", 75)
+
+    assert upgrade_vectors(fill.pk) == "done"
     (chunk,) = [c for c in _chunks(kb) if c.document_id == later.pk]
     assert chunk.embedding_dim == 384 and len(fake_e5.texts) == embedded + 1
-    assert _start(kb).status == "done"  # nothing more to upgrade
+    assert np.allclose(chunk.embedding, bag_of_words([chunk.text])[0], atol=1e-6)
+    assert _kb(kb).embedding_model == E5 and _start(kb).status == "done"  # nothing more to do
 
 
 def test_searches_read_the_old_vectors_until_the_switch_and_the_new_ones_after(tenant_a, upgrades_on, fake_e5,
@@ -229,10 +236,10 @@ class Gate:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_document_embedded_with_the_old_model_during_the_switch_is_embedded_again(tenant_a, upgrades_on,
-                                                                                    fake_e5, monkeypatch):
+def test_a_document_embedded_with_the_old_model_during_the_switch_gets_the_new_models_vectors(tenant_a, upgrades_on,
+                                                                                             fake_e5, monkeypatch):
     """The switch commits while an ingest run holds old-model vectors it has not written: the run sees the new
-    model under the KB's share lock and embeds its batch again."""
+    model under the KB's share lock and stores its batch without vectors, which the fill then embeds."""
     tenant = tenant_a.tenant
     kb = _kb_with_documents(tenant)
     run = _claimed_run(tenant, _start(kb))
@@ -254,6 +261,9 @@ def test_a_document_embedded_with_the_old_model_during_the_switch_is_embedded_ag
     thread.join(30)
     assert "error" not in box and box["result"] == "ready"
 
+    (chunk,) = [c for c in _chunks(kb) if c.document_id == document.pk]
+    assert chunk.embedding is None  # never USE's vector beside e5's
+    assert vectors.run_upgrade(upgrade_id=_upgrade(kb).pk) == "done"
     (chunk,) = [c for c in _chunks(kb) if c.document_id == document.pk]
     assert chunk.embedding_dim == 384 and np.allclose(chunk.embedding, bag_of_words([chunk.text])[0], atol=1e-6)
     assert {c.embedding_dim for c in _chunks(kb)} == {384}
@@ -358,7 +368,8 @@ def test_an_admin_changing_the_model_upgrades_in_the_background_and_keeps_the_ch
     body = response.json()
     assert body["embedding_model"] == "use-multilingual"  # searches keep the old vectors until the switch
     assert body["vectors"] == {"model": "use-multilingual", "label": "multilingual USE", "dim": 512,
-                               "upgrading_to": E5, "upgrading_to_label": E5, "upgrade_status": "waiting",
+                               "upgrading_to": E5, "upgrading_to_label": E5, "filling": False,
+                               "upgrade_status": "waiting",
                                "upgrade_percent": 0, "upgrade_error": ""}
     with system_scope():
         assert Document.all_tenants.filter(kb_id=kb.pk, status="ready").count() == 2  # no re-index
@@ -415,6 +426,69 @@ def test_another_tenants_kb_and_its_vectors_stay_hidden(tenant_a, tenant_b, api_
     assert client_b.get(f"/knowledge/search/{kb.pk}/").status_code == 404
     with system_scope():
         assert not VectorUpgrade.all_tenants.exists()
+
+
+def _keywords(tenant, kb, query):
+    with tenant_scope(tenant):
+        result = search(tenant=tenant, kb_ids=[kb.pk], query=query, k=3, options={"mode": "bm25"})
+    return [hit.document_title for hit in result.hits]
+
+
+def test_a_document_of_an_e5_kb_is_ready_at_once_found_by_keywords_then_by_meaning_after_the_fill(
+        tenant_a, api_a, client_a, upgrades_on, fake_e5, django_capture_on_commit_callbacks):
+    tenant = tenant_a.tenant
+    kb = make_kb(tenant, name="Chosen e5", embedding_model=E5, language="en")
+    for filename, text in TOPICS[:2]:
+        document = make_document(tenant, kb, name=filename, data=text)
+        with django_capture_on_commit_callbacks(execute=True):
+            assert services.document_process(tenant=tenant, document_id=document.pk).status == "ready"
+    assert fake_e5.texts == [] and {c.embedding_dim for c in _chunks(kb)} == {None}
+    assert _keywords(tenant, kb, "VPN token") == ["vpn.txt"]
+    assert _dense(tenant, kb, "VPN token") == []
+    fill = _upgrade(kb)
+    assert (fill.model, fill.status, fill.origin, fill.percent) == (E5, "waiting", "admin", 0)
+    assert upgrades_on == [fill.pk]  # sent once the first document was ready, once
+    vectors_shown = api_a.get(f"/api/v1/knowledge-bases/{kb.pk}").json()["vectors"]
+    assert vectors_shown["filling"] is True and vectors_shown["upgrading_to"] is None
+    assert "0 % of chunks have vectors" in client_a.get(f"/knowledge/{kb.pk}/").content.decode()
+
+    assert vectors.run_upgrade(upgrade_id=fill.pk) == "done"
+
+    assert {c.embedding_dim for c in _chunks(kb)} == {384} and len(fake_e5.texts) == 2
+    assert _dense(tenant, kb, "VPN token")[0][0] == "vpn.txt"
+    assert (_upgrade(kb).status, _upgrade(kb).percent, _kb(kb).embedding_model) == ("done", 100, E5)
+    assert api_a.get(f"/api/v1/knowledge-bases/{kb.pk}").json()["vectors"]["filling"] is False
+
+
+def test_a_fill_embeds_chunks_written_while_it_runs_before_it_ends(tenant_a, upgrades_on, fake_e5, monkeypatch):
+    tenant = tenant_a.tenant
+    kb = make_kb(tenant, name="Chosen e5", embedding_model=E5, language="en")
+    first = make_document(tenant, kb, name="lunch.txt", data=TOPICS[0][1])
+    services.document_process(tenant=tenant, document_id=first.pk)
+    monkeypatch.setattr(vectors, "BATCH", 1)
+
+    def upload_during_the_first_batch(done):
+        if done == 0:
+            late = make_document(tenant, kb, name="late.txt", data="Written while the fill runs.")
+            services.document_process(tenant=tenant, document_id=late.pk)
+
+    fake_e5.before_call = upload_during_the_first_batch
+    assert vectors.run_upgrade(upgrade_id=_upgrade(kb).pk) == "done"
+    assert {c.embedding_dim for c in _chunks(kb)} == {384} and len(_chunks(kb)) == 2
+
+
+def test_no_fill_while_an_upgrade_to_another_model_will_embed_every_chunk(tenant_a, upgrades_on, fake_e5):
+    tenant = tenant_a.tenant
+    kb = make_kb(tenant, name="Chosen e5", embedding_model=E5, language="en")
+    with tenant_scope(tenant):
+        upgrade = vectors.request(tenant=tenant, kb=kb, model="use-multilingual",
+                                  origin=VectorUpgrade.Origin.ADMIN)
+    document = make_document(tenant, kb, name="lunch.txt", data=TOPICS[0][1])
+    services.document_process(tenant=tenant, document_id=document.pk)
+    assert (_upgrade(kb).pk, _upgrade(kb).model, _upgrade(kb).status) == (upgrade.pk, "use-multilingual", "waiting")
+
+    assert vectors.run_upgrade(upgrade_id=upgrade.pk) == "done"
+    assert _kb(kb).embedding_model == "use-multilingual" and {c.embedding_dim for c in _chunks(kb)} == {512}
 
 
 @pytest.mark.slow

@@ -55,6 +55,12 @@ def test_mmr_by_hand():
     assert mmr([], [], [], lam=0.5, k=3) == []
 
 
+def test_mmr_over_kbs_on_models_of_other_sizes_compares_only_like_vectors():
+    # a and b from a 2-d KB, c from a 3-d one and d without a vector: only b is like a, and pays for it.
+    vectors = [[1, 0], [1, 0], [1, 0, 0], None]
+    assert mmr(["a", "b", "c", "d"], [4.0, 3.0, 2.0, 1.0], vectors, lam=0.5, k=4) == [0, 2, 3, 1]
+
+
 def test_near_duplicates():
     texts = [
         "The refund window is thirty days from the date of purchase for all items.",
