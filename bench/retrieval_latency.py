@@ -7,7 +7,8 @@ for an English and a Korean corpus.
     scripts/env-run python bench/retrieval_latency.py --smoke          # 100 chunks, 10 queries (seconds)
 
 --smoke builds tiny corpora in databases of their own (<database>_smoke, e.g. ragdesk_ret_smoke): the
-full-size data in ragdesk_ret / ragdesk_ret_korean is never read, dropped or rebuilt by it.
+full-size data in ragdesk_ret_e5 / ragdesk_ret_e5_korean (ragdesk_ret / ragdesk_ret_korean for USE) is never read,
+dropped or rebuilt by it.
 
 Corpora (synthetic, documents of 20 chunks; chunk vectors are random unit vectors, since embedding 120k real
 passages would take an hour on two cores):
@@ -18,7 +19,8 @@ passages would take an hour on two cores):
   ../shared/eval (see KoreanCorpus); queries are the Korean development questions. Skipped, saying so, when
   ../shared/eval is absent.
 - "zipf": like stopwords but every word is a content word (~17 indexed terms in over half the chunks).
-The query path is the real one: queries are embedded by the KB's model (multilingual USE) and go through
+The query path is the real one: queries are embedded by the KB's model (RET_BENCH_MODEL: multilingual-e5-small, which
+a KB searches with once its background upgrade is done; use-multilingual, which it starts with) and go through
 knowledge.search.selectors.search. The data is kept between runs (same tenant slugs, one database per corpus)
 and rebuilt when the sizes change.
 
@@ -67,8 +69,10 @@ QUERIES = 10 if SMOKE else int(os.environ.get("RET_BENCH_QUERIES", "200"))
 WARMUP = 2 if SMOKE else int(os.environ.get("RET_BENCH_WARMUP", "20"))
 CHUNKS_PER_DOC = 20
 VOCABULARY = 30_000
-DIM = 512
-MODEL = "use-multilingual"
+# The KB's model: its query embedding is part of every dense and hybrid search. RET_BENCH_MODEL=use-multilingual
+# measures the model a KB starts with; the default is the one it searches with once upgraded (e5, 384-d).
+MODEL = os.environ.get("RET_BENCH_MODEL", "multilingual-e5-small")
+DIM = {"use-multilingual": 512, "multilingual-e5-small": 384}[MODEL]
 SEED = 7
 CORPORA = ("stopwords", "korean", "zipf")
 
@@ -352,7 +356,7 @@ def corpus_for(mode: str, seed: int) -> Corpus:
 
 def database_for(mode: str) -> str:
     """One database per corpus: the HNSW index and the tables then hold only that corpus's 120k chunks."""
-    base = os.environ.get("RET_BENCH_DB", "ragdesk_ret")
+    base = os.environ.get("RET_BENCH_DB", "ragdesk_ret") + ("" if MODEL == "use-multilingual" else "_e5")
     return base if mode == "stopwords" else f"{base}_{mode}"
 
 

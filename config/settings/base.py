@@ -313,7 +313,8 @@ EMBEDDING_MODELS = env.list("EMBEDDING_MODELS", default=[DEFAULT_EMBEDDING_MODEL
 # multilingual e5 finds passages across Korean and English where USE cannot (.65/.69 against .50/.51 hybrid
 # nDCG@10 on the cross-language sets). Empty: no automatic upgrade.
 EMBEDDING_UPGRADE_MODEL = env("EMBEDDING_UPGRADE_MODEL", default="multilingual-e5-small")
-# Torch threads per process for sentence-transformers embedders: web and workers already share few cores.
+# Threads per process for in-process embedders (torch for sentence-transformers, OpenMP for e5): web and workers
+# already share few cores.
 EMBEDDING_TORCH_THREADS = env.int("EMBEDDING_TORCH_THREADS", default=1)
 # Evaluation and benchmark embeddings kept on disk (knowledge/search/embedding_cache.py; never the serving path).
 EMBEDDING_CACHE_DIR = Path(env("EMBEDDING_CACHE_DIR", default=str(BASE_DIR / "var" / "cache" / "embeddings")))

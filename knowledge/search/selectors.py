@@ -146,7 +146,8 @@ def _side_weights(*, tenant, kbs: list[KnowledgeBase], query: str, cfg: Retrieva
     """This query's fusion weights (fusion.side_weights) and the evidence they rest on. `coverage`: the query's
     lexical coverage of the KBs, which the BM25 side measured from the statistics it read."""
     language, passages = query_language(query), kb_language(tenant=tenant, kbs=kbs, using=using)
-    weights = side_weights(bm25_weight=cfg.bm25_weight, dense_weight=cfg.effective_dense_weight(kbs[0].embedding_model),
+    weights = side_weights(bm25_weight=cfg.bm25_weight,
+                           dense_weight=cfg.effective_dense_weight(kbs[0].embedding_model, passages),
                            coverage=coverage, cross_language=bool(language and passages) and language != passages)
     return {"kb_language": passages, "lexical_coverage": round(coverage, 4),
             "lexical_trust": round(weights.lexical_trust, 4), "bm25": round(weights.bm25, 4),

@@ -1,9 +1,11 @@
 """Questions in another language than the KB's: a near-empty BM25 list must not push the dense order down."""
 
 import numpy as np
+import pytest
 
 from knowledge.embeddings import get_embedder
 from knowledge.search import dense
+from knowledge.search.config import dense_weight_prior
 from knowledge.search.fusion import fuse
 from knowledge.search.selectors import search, search_payer
 from tests.factories.search import make_indexed_document, make_search_kb, unit
@@ -147,3 +149,21 @@ def test_translation_is_skipped_without_a_model_and_with_a_model_down(tenant_a, 
     # An answer that is no translation (still Korean) is not used.
     _fake_gateway(monkeypatch, "API 키 만들기")
     assert search(tenant=tenant_a.tenant, kb_ids=[kb.pk], query=KOREAN_QUESTION, k=3).queries == [KOREAN_QUESTION]
+
+
+@pytest.mark.parametrize(("language", "expected"), [("en", 0.7), ("ko", 0.5)])
+def test_e5_weighs_its_vectors_by_the_passages_language(tenant_a, language, expected):
+    kb = make_search_kb(tenant_a.tenant, language=language, model="multilingual-e5-small", dim=384)
+    query = "refund window" if language == "en" else "환불 기간"
+    make_indexed_document(tenant_a.tenant, kb, [f"{query} thirty days"], vectors=[unit(np.ones(384))])
+    dense._QUERY_CACHE[("multilingual-e5-small", query)] = unit(np.ones(384))
+    result = search(tenant=tenant_a.tenant, kb_ids=[kb.pk], query=query, k=1)
+    assert (result.weights["kb_language"], result.weights["dense"]) == (language, expected)
+
+
+def test_an_operators_prior_for_a_model_wins_over_its_language_prior(settings):
+    settings.SEARCH_DENSE_WEIGHT_PRIORS = {"multilingual-e5-small": 0.3}
+    assert dense_weight_prior("multilingual-e5-small", "en") == 0.3
+    settings.SEARCH_DENSE_WEIGHT_PRIORS = {}
+    assert (dense_weight_prior("multilingual-e5-small", "en"), dense_weight_prior("multilingual-e5-small", None)) \
+        == (0.7, 0.5)
