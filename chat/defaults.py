@@ -54,9 +54,6 @@ DEFAULT_K = 8
 # Set for USE; it keeps every e5 hit, on purpose: e5 scores a Korean question's nearest unrelated Korean passage
 # higher (median .84) than its English answer (median .80), so no e5 floor drops one without the other.
 DEFAULT_MIN_DENSE_SCORE = 0.2
-# Extractive answers across languages (chat.extractive.select_across_languages): the dense score from which a
-# passage in the other language is taken to answer, per embedding model where it was measured (README "Answers").
-ACROSS_LANGUAGE_DENSE_FLOORS = {"multilingual-e5-small": 0.81}
 HISTORY_TURNS = 6  # past question/answer pairs considered for condensing and for the prompt
 
 

@@ -10,9 +10,8 @@ base's embedding model runs in-process, the dense similarity of question and uni
 neighbours (the answer often sits in the sentence after the one naming the subject), from its chunk's search
 rank, and when it holds what the question asks for (a number for "how many", a date for "when"). The best
 units fill a small character budget and are quoted grouped by source, each with its citation number.
-A question in one language over passages in the other shares no word with them: when the words find nothing
-there, the best-ranked passage whose vector is close enough gives its sentence closest in meaning
-(`select_across_languages`).
+A question in one language over passages in the other shares no word with them: the answer then says that it
+cannot quote across languages, and the sources list the passages the search found.
 """
 
 from __future__ import annotations
@@ -56,22 +55,22 @@ PHRASE_WEIGHT = 0.2
 DENSE_WEIGHT = 0.3
 DENSE_CANDIDATES = 16
 PROSE = ("sentence",)
-# Across languages no word matches: a question in one language over passages in the other is answered from the
-# best-ranked hit whose passage vector is close enough (the caller's `across_floor`, per embedding model), by the
-# sentence closest in meaning; the next sentence of its paragraph joins when nearly as close.
-ACROSS_SECOND_RATIO = 0.9
-
 LEAD = {
     "en": "From the documents:",
     "ko": "문서에서 찾은 내용입니다.",
 }
-LEAD_ACROSS = {  # keyed by the question's language: the passages are in the other one
-    "en": "From the documents (in Korean), the passages closest in meaning to your question:",
-    "ko": "영어 문서에서 질문과 뜻이 가장 가까운 부분입니다.",
-}
 NOT_FOUND = {
     "en": "The documents I found don't seem to answer this, so I can't answer it from them.",
     "ko": "찾은 문서에 이 질문에 대한 답이 없는 것 같아 문서를 근거로 답변드릴 수 없습니다.",
+}
+# Keyed by the question's language; the passages are in the other one. Quoting can't bridge languages: no word
+# matches, and picking a sentence by meaning alone was right for 1 of 5 covered questions in a browser trial
+# (README "Answers"), so the answer says why and leaves the closest passages to the sources list.
+NOT_FOUND_ACROSS = {
+    "en": "The documents I found are in Korean, so I can't quote an answer to an English question from them. The "
+          "passages closest in meaning are listed under the sources; an answer model can answer across languages.",
+    "ko": "찾은 문서가 영어로 되어 있어 한국어 질문에 대한 답을 문서에서 그대로 인용할 수 없습니다. 뜻이 가장 가까운 "
+          "문서는 출처에 있습니다. 답변 모델을 설정하면 다른 언어의 문서로도 답할 수 있습니다.",
 }
 
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)")
@@ -443,48 +442,19 @@ def _as_table_line(line: str) -> str:
     return line
 
 
-def select_across_languages(question: str, hits: list, units: list[Unit], *, floor: float,
-                            similarity) -> list[Unit]:
-    """From the best-ranked hit whose dense score reaches `floor`: its unit closest in meaning to a question in
-    another language. None when no hit is that close, or without a similarity to choose by."""
-    close = [i for i, hit in enumerate(hits[:HITS_CONSIDERED]) if (getattr(hit, "dense_score", None) or 0) >= floor]
-    candidates = [u for u in units if close and u.hit_index == close[0]]
-    if similarity is None or not candidates:
-        return []
-    try:
-        cosines = [float(c) for c in similarity(question, [u.text for u in candidates])]
-    except Exception:  # noqa: BLE001 - the embedding model failed: nothing to choose by across languages
-        log.warning("sentence similarity failed; no answer across languages", exc_info=True)
-        return []
-    scored = candidates[:len(cosines)]
-    for unit, cosine in zip(scored, cosines, strict=True):
-        unit.score = cosine
-    if not scored:
-        return []
-    best = max(scored, key=lambda u: (u.score, -u.position))
-    following = [u for u in scored if u.position == best.position + 1 and u.paragraph == best.paragraph
-                 and u.kind in PROSE and best.kind in PROSE and u.score >= ACROSS_SECOND_RATIO * best.score]
-    return [best, *following]
-
-
-def extractive_answer(*, question: str, hits: list, similarity=None, across_floor: float | None = None) -> ExtractiveAnswer:
-    """Quote the passages of `hits` (ranked search hits, numbered [1..n]) that answer `question`. `across_floor`:
-    the dense score from which a hit in another language is taken to answer (None: never)."""
+def extractive_answer(*, question: str, hits: list, similarity=None) -> ExtractiveAnswer:
+    """Quote the passages of `hits` (ranked search hits, numbered [1..n]) that answer `question`."""
     language = defaults.language_of(question)
     units: list[Unit] = []
     for index, hit in enumerate(hits[:HITS_CONSIDERED]):
         units += split_units(hit.text, hit_index=index)
-    lead = LEAD[language]
     chosen = select_units(question, units, similarity=similarity)
-    if (not chosen and across_floor is not None and units
-            and defaults.language_of(" ".join(u.text for u in units)) != language):
-        chosen = select_across_languages(question, hits, units, floor=across_floor, similarity=similarity)
-        lead = LEAD_ACROSS[language]
     if not chosen:
-        return ExtractiveAnswer(text=NOT_FOUND[language], cited=[], found=False)
+        across = units and defaults.language_of(" ".join(u.text for u in units)) != language
+        return ExtractiveAnswer(text=(NOT_FOUND_ACROSS if across else NOT_FOUND)[language], cited=[], found=False)
     by_hit: dict[int, list[Unit]] = {}
     for unit in chosen:  # best first, so sources appear in the order of their best passage
         by_hit.setdefault(unit.hit_index, []).append(unit)
     quotes = [_quote(group, index + 1) for index, group in by_hit.items()]
-    text = lead + "\n\n" + "\n\n".join(quotes)
+    text = LEAD[language] + "\n\n" + "\n\n".join(quotes)
     return ExtractiveAnswer(text=text, cited=[index + 1 for index in by_hit], found=True)

@@ -336,8 +336,7 @@ class AnswerRun:
         t0 = time.monotonic()
         answer = extractive.extractive_answer(
             question=standalone or question, hits=given,
-            similarity=retrieval.sentence_similarity(tenant=self.tenant, hits=given),
-            across_floor=retrieval.across_language_floor(tenant=self.tenant, hits=given))
+            similarity=retrieval.sentence_similarity(tenant=self.tenant, hits=given))
         timings["answer_ms"] = round((time.monotonic() - t0) * 1000, 2)
         blocks = answer.text.split("\n\n")
         for i, block in enumerate(blocks):  # one event per block, as a streamed answer arrives

@@ -59,12 +59,6 @@ def _kb_model(tenant, hits: list) -> str | None:
             .values_list("embedding_model", flat=True).first())
 
 
-def across_language_floor(*, tenant, hits: list) -> float | None:
-    """The dense score from which a passage in another language is taken to answer, for the best hit's
-    embedding model; None where none is measured (no answer across languages without a model then)."""
-    return defaults.ACROSS_LANGUAGE_DENSE_FLOORS.get(_kb_model(tenant, hits) or "")
-
-
 def sentence_similarity(*, tenant, hits: list):
     """A dense similarity for extractive answers: the question against candidate passages, with the embedding
     model of the best hit's knowledge base when it is a fast in-process one (USE, sentence-transformers), else
