@@ -450,7 +450,7 @@ def extractive_answer(*, question: str, hits: list, similarity=None) -> Extracti
         units += split_units(hit.text, hit_index=index)
     chosen = select_units(question, units, similarity=similarity)
     if not chosen:
-        across = units and defaults.language_of(" ".join(u.text for u in units)) != language
+        across = bool(units) and defaults.language_of(" ".join(u.text for u in units)) != language
         return ExtractiveAnswer(text=(NOT_FOUND_ACROSS if across else NOT_FOUND)[language], cited=[], found=False)
     by_hit: dict[int, list[Unit]] = {}
     for unit in chosen:  # best first, so sources appear in the order of their best passage

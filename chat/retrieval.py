@@ -51,21 +51,16 @@ TRANSFORMER_SENTENCES = 4
 SENTENCE_FALLBACK_MODEL = "use-multilingual"  # packaged, multilingual, fast
 
 
-def _kb_model(tenant, hits: list) -> str | None:
-    """The embedding model of the best hit's knowledge base (None: no hit, or not this tenant's)."""
-    if not hits:
-        return None
-    return (KnowledgeBase.objects.filter(tenant=tenant, pk=hits[0].kb_id)
-            .values_list("embedding_model", flat=True).first())
-
-
 def sentence_similarity(*, tenant, hits: list):
     """A dense similarity for extractive answers: the question against candidate passages, with the embedding
     model of the best hit's knowledge base when it is a fast in-process one (USE, sentence-transformers), else
     with multilingual USE: e5 takes ~10x longer per sentence and its cosines barely spread, and a paid embedding
     API is never called per answer. None: quote by words alone."""
-    model = _kb_model(tenant, hits)
-    if not model:  # no hit, or not this tenant's knowledge base
+    if not hits:
+        return None
+    model = (KnowledgeBase.objects.filter(tenant=tenant, pk=hits[0].kb_id)
+             .values_list("embedding_model", flat=True).first())
+    if not model:  # not this tenant's knowledge base
         return None
     try:
         embedder = get_embedder(model)

@@ -212,6 +212,15 @@ class Kind:
     on_waiting: Callable[[QuerySet, datetime], dict] | None = None  # all of the kind's jobs: work nobody took
 
 
+def dispatch_or_leave_to_sweep(dispatch: Callable[[], object], *, label: str) -> None:
+    """Send waiting jobs now (after a commit, or a run's end). A broker outage must not fail the caller: the job
+    sweep sends them later."""
+    try:
+        dispatch()
+    except Exception:
+        log.warning("%s dispatch failed; the job sweep will retry", label, exc_info=True)
+
+
 def requeue_or_fail(dead: QuerySet, now: datetime, *, max_attempts: int, failed: dict, requeued: dict,
                     label: str) -> dict:
     """The usual on_stale: a dead run's job goes back to waiting (`requeued` fields), or fails (`failed` fields)

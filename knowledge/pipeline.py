@@ -205,17 +205,18 @@ class Run:
                 self._lock()
                 later = embedded_in_background(current[0])
                 if later or (embedder is not None and current[0] == embedder.name):
-                    dim = None if later else embedder.dim
+                    if later:  # the fill embeds them (vectors of another model would not be comparable)
+                        embedder, vectors = None, [None] * len(batch)
                     rows = [
                         Chunk(tenant_id=self.tenant.pk, document_id=doc.pk, kb_id=kb.pk, ordinal=d.ordinal,
                               text=d.text, page=d.page, heading_path=d.heading_path, char_start=d.char_start,
-                              char_end=d.char_end, token_count=d.token_count,
-                              embedding=None if later else vector, embedding_dim=dim)
-                        for d, vector in zip(batch, [None] * len(batch) if later else vectors, strict=True)
+                              char_end=d.char_end, token_count=d.token_count, embedding=vector,
+                              embedding_dim=embedder.dim if embedder else None)
+                        for d, vector in zip(batch, vectors, strict=True)
                     ]
                     Chunk.objects.bulk_create(rows, ignore_conflicts=True)
                     self._set(chunks_embedded=Chunk.objects.filter(document_id=doc.pk).count())
-                    return None if later else embedder
+                    return embedder
             log.info("document %s: the knowledge base switched to %s; embedding again", doc.pk, current[0])
             embedder = self._embedder(*current)
             vectors = self._embed(embedder, batch)
@@ -447,11 +448,8 @@ def dispatch(*, send=None) -> int:
 
 
 def request_dispatch() -> None:
-    """After an upload or re-index commits. A broker outage must not fail the request: the job sweep retries."""
-    try:
-        dispatch()
-    except Exception:
-        log.warning("ingest dispatch failed; the job sweep will retry", exc_info=True)
+    """After an upload or re-index commits."""
+    jobs.dispatch_or_leave_to_sweep(dispatch, label="ingest")
 
 
 def _requeue_dead_runs(dead: QuerySet, now: datetime) -> dict:

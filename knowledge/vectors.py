@@ -207,11 +207,8 @@ def dispatch(*, send=None) -> int:
 
 
 def request_dispatch() -> None:
-    """After a request commits or a run ends. A broker outage must not fail the caller: the job sweep retries."""
-    try:
-        dispatch()
-    except Exception:
-        log.warning("vector upgrade dispatch failed; the job sweep will retry", exc_info=True)
+    """After a request commits or a run ends."""
+    jobs.dispatch_or_leave_to_sweep(dispatch, label="vector upgrade")
 
 
 def _requeue_dead_runs(dead: QuerySet, now: datetime) -> dict:

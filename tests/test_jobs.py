@@ -214,3 +214,19 @@ def test_one_kind_failing_does_not_stop_the_sweep_of_the_others(tenant_a, monkey
     reports = jobs.sweep()
     assert reports["broken"] == {"error": "ConnectionError"}
     assert reports["ingest"]["requeued"] == 1 and _doc(dead.pk).status == Document.Status.QUEUED
+
+
+@pytest.mark.parametrize(("module", "label"), [("knowledge.pipeline", "ingest"), ("knowledge.vectors", "vector upgrade")])
+def test_a_broker_outage_at_dispatch_never_fails_the_caller(monkeypatch, caplog, module, label):
+    """Dispatch runs after a commit (an upload, a fill request): the job sweep sends the work later."""
+    import importlib
+
+    jobs_module = importlib.import_module(module)
+
+    def broker_down():
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(jobs_module, "dispatch", broker_down)
+    with caplog.at_level("WARNING", logger="config.jobs"):
+        assert jobs_module.request_dispatch() is None
+    assert f"{label} dispatch failed; the job sweep will retry" in caplog.text
